@@ -1,0 +1,186 @@
+"""``run_scenario(scenario) -> Results``: the Python API everything else calls.
+
+It builds the plant (grid, fleets, calls), wires the agents, runs the control
+loop with a power flow every tick, and returns tables and KPIs. It never
+prints, never writes files and never mutates the scenario. A failure mid-run
+raises :class:`RunError` carrying every tick computed before it.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from importlib import metadata
+
+import numpy as np
+import pandas as pd
+
+from vpp.build import build_plant
+from vpp.dispatch import Portfolio, get_allocator
+from vpp.metrics.kpis import grid_kpis, summarize
+from vpp.metrics.recorder import Recorder
+from vpp.metrics.results import Results
+from vpp.profiles import get_profile
+from vpp.scenario import Scenario, ScenarioError, scenario_hash
+from vpp.sim import Engine
+from vpp.units import hour_of_day
+
+__all__ = ["run_scenario", "Results", "RunError", "ScenarioError"]
+
+_PACKAGES = ("vpp", "numpy", "pandas", "simpy", "pandapower", "pydantic", "pyarrow", "scipy")
+
+
+class RunError(RuntimeError):
+    """A run that stopped before its last tick; ``results`` holds every tick computed."""
+
+    def __init__(self, message: str, results: Results):
+        super().__init__(message)
+        self.results = results
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def run_scenario(scenario: Scenario, progress: Callable[[int, int], None] | None = None) -> Results:
+    """Simulate ``scenario`` and return its :class:`~vpp.metrics.results.Results`.
+
+    ``progress(done, total)`` is called after every tick, if given. Raises
+    :class:`ScenarioError` before any work when the scenario cannot run on its
+    grid, and :class:`RunError` (with partial results) when a tick fails.
+    """
+    wall_start = time.perf_counter()
+    plant = build_plant(scenario)
+    grid, fleets, calls = plant.grid, plant.fleets, plant.calls
+    allocator = get_allocator(scenario.dispatch.strategy)
+    operator_names = list(dict.fromkeys(f.operator for f in fleets))
+    portfolios = {
+        op: Portfolio([f for f in fleets if f.operator == op], grid.n_bus, allocator) for op in operator_names
+    }
+    all_bus_idx = np.concatenate([f.bus_idx for f in fleets])
+    grid.attach_vpp(all_bus_idx)
+
+    k = scenario.output.sample_devices
+    samples = {
+        f.name: np.sort(plant.sample_rng.choice(f.n, size=min(k, f.n), replace=False))
+        for f in fleets
+        if k and f.n
+    }
+    t = scenario.time
+    recorder = Recorder(t.n_ticks, grid.n_bus, fleets, calls, scenario.output.bus_timeseries, samples)
+    engine = Engine(
+        portfolios, calls, grid.n_bus, t.dt_s, t.n_ticks,
+        latency_s=scenario.communication.latency_s,
+        loss_probability=scenario.communication.loss_probability,
+        rng=plant.link_rng,
+    )
+    g = scenario.grid
+    load_profile = get_profile(g.load_profile)
+    sgen_profile = get_profile(g.sgen_profile)
+    build_s = time.perf_counter() - wall_start
+
+    def on_tick(outcome) -> None:
+        state = state_default = None
+        if g.power_flow:
+            hod_h = hour_of_day(outcome.t_s, t.clock_start_h)
+            load_factor = g.load_scale * float(load_profile(hod_h))
+            sgen_factor = g.sgen_scale * float(sgen_profile(hod_h))
+            state = grid.solve(outcome.p_bus_kw, load_factor, sgen_factor)
+            if outcome.requested_kw.any():
+                # The counterfactual: the same tick with every device at its default power.
+                state_default = grid.solve(outcome.p_default_bus_kw, load_factor, sgen_factor)
+        recorder.record(outcome, state, state_default, (g.vm_min_pu, g.vm_max_pu))
+        if progress is not None:
+            progress(outcome.index + 1, t.n_ticks)
+
+    error = None
+    try:
+        engine.run(on_tick)
+    except (Exception, KeyboardInterrupt) as exc:  # keep what was computed; re-raised as RunError below
+        t_fail = recorder.n_done * t.dt_s
+        error = f"{type(exc).__name__} in the tick at t_s={t_fail:g}: {exc}"
+    wall_s = time.perf_counter() - wall_start
+    results = _collect(scenario, plant, recorder, engine, wall_s, build_s, error)
+    if error is not None:
+        raise RunError(error, results)
+    return results
+
+
+def _collect(scenario, plant, recorder: Recorder, engine: Engine, wall_s: float, build_s: float, error) -> Results:
+    grid, fleets, calls = plant.grid, plant.fleets, plant.calls
+    ts = recorder.timeseries()
+    g = scenario.grid
+    n = recorder.n_done
+    n_dev = np.bincount(np.concatenate([f.bus_idx for f in fleets]), minlength=grid.n_bus)
+    bus_names = grid.net.bus.name.reindex(grid.bus_index).astype(str).to_numpy()
+    buses = pd.DataFrame(
+        {
+            "bus": grid.bus_index.astype(np.int64),
+            "name": bus_names,
+            "vn_kv": grid.net.bus.vn_kv.reindex(grid.bus_index).to_numpy(dtype=float),
+            "n_devices": n_dev.astype(np.int64),
+            "e_vpp_kwh": recorder.bus_e_kwh,
+            "e_shift_kwh": recorder.bus_e_shift_kwh,
+            "p_vpp_max_kw": np.where(np.isfinite(recorder.bus_p_max_kw), recorder.bus_p_max_kw, np.nan),
+            "vm_min_pu": np.where(np.isfinite(recorder.bus_vm_min_pu), recorder.bus_vm_min_pu, np.nan),
+            "vm_max_pu": np.where(np.isfinite(recorder.bus_vm_max_pu), recorder.bus_vm_max_pu, np.nan),
+        }
+    )
+    bus_ts = None
+    if recorder.bus_p_kw is not None:
+        n_bus = grid.n_bus
+        bus_ts = pd.DataFrame(
+            {
+                "t_s": np.repeat(ts["t_s"].to_numpy(), n_bus),
+                "bus": np.tile(grid.bus_index.astype(np.int64), n),
+                "p_vpp_kw": recorder.bus_p_kw[:n].ravel(),
+                "p_default_kw": recorder.bus_p_default_kw[:n].ravel(),
+                "vm_pu": recorder.bus_vm_pu[:n].ravel(),
+            }
+        )
+    devices = None
+    if recorder.samples:
+        parts = []
+        for f in fleets:
+            idx = recorder.samples.get(f.name)
+            if idx is None or idx.size == 0:
+                continue
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "t_s": np.repeat(ts["t_s"].to_numpy(), idx.size),
+                        "fleet": f.name,
+                        "device": np.tile(idx, n),
+                        "bus": np.tile(grid.bus_index[f.bus_idx[idx]].astype(np.int64), n),
+                        "p_kw": recorder.sample_p_kw[f.name][:n].ravel(),
+                    }
+                )
+            )
+        devices = pd.concat(parts, ignore_index=True) if parts else None
+    links = [engine.grid_operator.to_platform, engine.platform.to_grid_operator]
+    links += [op.to_platform for op in engine.operators] + list(engine.platform.to_operator.values())
+    messages = {"sent": sum(link.n_sent for link in links), "lost": sum(link.n_lost for link in links)}
+    grid_summary = (
+        grid_kpis(ts, g.vm_min_pu, g.vm_max_pu, g.loading_max_percent) if g.power_flow and n else None
+    )
+    summary = summarize(
+        ts, fleets, calls, engine.grid_operator.collect(), scenario.time.dt_s, grid_summary, messages
+    )
+    meta = {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "scenario_sha256": scenario_hash(scenario),
+        "versions": _versions(),
+        "n_ticks_done": n,
+        "n_ticks": scenario.time.n_ticks,
+        "build_s": round(build_s, 3),
+        "wall_time_s": round(wall_s, 3),
+    }
+    return Results(scenario.name, ts, buses, summary, meta, bus_ts, devices, completed=error is None, error=error)

@@ -1,0 +1,57 @@
+"""Messages agents exchange. Frozen dataclasses; time ``t_s`` [s since scenario start]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vpp.dispatch.aggregate import BusFlexibility
+from vpp.dr import DRCall
+
+__all__ = ["CallNotice", "CallResponse", "FlexibilityOffer", "Instruction", "Telemetry"]
+
+
+@dataclass(frozen=True)
+class CallNotice:
+    """Grid operator -> platform: a DR call is announced."""
+
+    t_s: float
+    call: DRCall
+
+
+@dataclass(frozen=True)
+class CallResponse:
+    """Platform -> grid operator: opt in or out, with the flexibility in the call's target then [kW]."""
+
+    t_s: float
+    call_id: str
+    accepted: bool
+    room_kw: float
+
+
+@dataclass(frozen=True)
+class FlexibilityOffer:
+    """Operator -> platform: its flexibility per bus for the tick starting at ``t_s``."""
+
+    t_s: float
+    operator: str
+    flex: BusFlexibility
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """Platform -> operator: move by ``delta_kw`` (signed) for ``call`` from ``t_s`` until the call ends."""
+
+    t_s: float
+    operator: str
+    call: DRCall
+    delta_kw: float
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """Operator -> platform: metered power and delivery per call for the tick that started at ``t_s``."""
+
+    t_s: float
+    operator: str
+    p_kw: float
+    delivered_kw: dict[str, float]
