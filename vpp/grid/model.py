@@ -107,8 +107,8 @@ class GridModel:
             return GridState(False, nan_bus, np.full(len(net.line), np.nan), np.full(len(net.trafo), np.nan),
                              float("nan"), float("nan"))
         self._init = "results"
-        vm_pu = net.res_bus.vm_pu.reindex(self.bus_index).to_numpy(dtype=float)
-        line_pct = net.res_line.loading_percent.to_numpy(dtype=float) if len(net.line) else np.zeros(0)
-        trafo_pct = net.res_trafo.loading_percent.to_numpy(dtype=float) if len(net.trafo) else np.zeros(0)
+        vm_pu = net.res_bus.vm_pu.reindex(self.bus_index).to_numpy(dtype=float, copy=True)
+        line_pct = net.res_line.loading_percent.to_numpy(dtype=float, copy=True) if len(net.line) else np.zeros(0)
+        trafo_pct = net.res_trafo.loading_percent.to_numpy(dtype=float, copy=True) if len(net.trafo) else np.zeros(0)
         p_loss_mw = float(net.res_line.pl_mw.sum()) + (float(net.res_trafo.pl_mw.sum()) if len(net.trafo) else 0.0)
         return GridState(True, vm_pu, line_pct, trafo_pct, float(net.res_ext_grid.p_mw.sum()), p_loss_mw)

@@ -7,8 +7,10 @@ imported only when a network is built, so this module is cheap to import
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import logging
 from typing import Any
 
 __all__ = ["PANDAPOWER_NETWORKS", "NETWORK_SOURCES", "load_network", "simbench_available"]
@@ -33,6 +35,19 @@ PANDAPOWER_NETWORKS: dict[str, tuple[str, dict[str, Any]]] = {
 NETWORK_SOURCES = ("pandapower", "simbench")
 
 
+@contextlib.contextmanager
+def _quiet_pandapower():
+    # Some builders (mv_oberrhein) run a power flow inside and pandapower logs a
+    # numba warning for it; we pass numba explicitly in our own runs.
+    log = logging.getLogger("pandapower")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def simbench_available() -> bool:
     """Whether the optional SimBench package is installed."""
     return importlib.util.find_spec("simbench") is not None
@@ -53,13 +68,15 @@ def load_network(name: str, source: str = "pandapower"):
                 f"unknown pandapower network {name!r}; valid: {', '.join(sorted(PANDAPOWER_NETWORKS))}"
             ) from None
         networks = importlib.import_module("pandapower.networks")
-        return getattr(networks, func_name)(**kwargs)
+        with _quiet_pandapower():
+            return getattr(networks, func_name)(**kwargs)
     if source == "simbench":
         if not simbench_available():
             raise ImportError("grid.source 'simbench' needs the simbench extra: pip install 'vpp[simbench]'")
         sb = importlib.import_module("simbench")
         try:
-            return sb.get_simbench_net(name)
+            with _quiet_pandapower():
+                return sb.get_simbench_net(name)
         except Exception as exc:  # simbench raises bare ValueErrors/KeyErrors for bad codes
             raise KeyError(f"unknown SimBench code {name!r} ({exc})") from None
     raise KeyError(f"unknown grid source {source!r}; valid: {', '.join(NETWORK_SOURCES)}")

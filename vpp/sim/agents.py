@@ -85,8 +85,14 @@ class PlatformAgent:
             [self.offers[op].flex.room_kw(sign, mask) if op in self.offers else 0.0 for op in self.operators]
         )
 
-    def dispatch(self, t_s: float) -> None:
-        """Read the inbox, answer new calls, and send every operator its share of each active call."""
+    def dispatch(self, t_s: float, lookahead_s: float = 0.0) -> None:
+        """Read the inbox, answer new calls, and send every operator its share of each call.
+
+        Calls active now or starting within ``lookahead_s`` are dispatched, so
+        that with message latency the first instruction is already with the
+        operators when the call starts; operators act on an instruction only
+        while its call is active.
+        """
         for msg in self.inbox.drain():
             if isinstance(msg, CallNotice):
                 call = msg.call
@@ -102,7 +108,7 @@ class PlatformAgent:
             elif isinstance(msg, Telemetry):
                 self.telemetry[msg.operator] = msg
         for call in sorted(self.calls.values(), key=_call_order):
-            if not call.is_active(t_s):
+            if not (call.is_active(t_s) or call.start_s <= t_s + lookahead_s < call.end_s):
                 continue
             rooms_kw = self._room_kw(call)
             shares_kw = pro_rata(call.delta_kw, rooms_kw, np.zeros_like(rooms_kw))

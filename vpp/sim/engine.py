@@ -85,7 +85,7 @@ class Engine:
         for i in range(self.n_ticks):
             t_s = i * dt_s
             envelopes = [op.report(t_s, dt_s) for op in self.operators]
-            self.platform.dispatch(t_s)
+            self.platform.dispatch(t_s, lookahead_s=dt_s)
             powers = [op.apply(t_s, dt_s) for op in self.operators]
 
             p_bus_kw = np.zeros(self.n_bus)
