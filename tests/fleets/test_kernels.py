@@ -338,3 +338,12 @@ def test_split_by_room_invariants(shape, n_components):
         np.testing.assert_allclose(
             np.sum(shares, axis=0), np.sign(delta) * np.minimum(np.abs(delta), total), rtol=1e-12, atol=1e-12
         )
+
+
+def test_kernels_accept_scalars():
+    """Rows of the hand tables above as plain floats."""
+    assert float(battery_energy_step(20.0, -9.0, 0.5, 0.9)) == pytest.approx(15.0, rel=1e-12)
+    assert float(battery_loss_kwh(-9.0, 0.5, 0.9)) == pytest.approx(0.5, rel=1e-12)
+    assert float(rc_coefficient(0.05, 60.0, 3.0)) == pytest.approx(math.exp(-1.0), rel=1e-14)  # dt = tau
+    share_a, share_b = split_by_room(-6.0, 2.0, 4.0)  # total room 6: all of it, downwards
+    assert (float(share_a), float(share_b)) == (-2.0, -4.0)

@@ -107,6 +107,8 @@ class Fleet(ABC):
         p_set_kw = np.asarray(p_set_kw, dtype=float)
         if p_set_kw.shape != (self.n,):
             raise ValueError(f"fleet {self.name!r}: p_set_kw has shape {p_set_kw.shape}, expected ({self.n},)")
+        if np.isnan(p_set_kw).any():
+            raise ValueError(f"fleet {self.name!r}: p_set_kw contains NaN")
         p_kw = env.clip(p_set_kw)
         self._integrate(p_kw, t_s, dt_s / S_PER_H)
         self.p_kw = p_kw

@@ -108,6 +108,10 @@ class BaseStationFleet(Fleet):
         p_batt_kw = p_kw - self.p_site_kw
         floor_before_kwh = self.floor_kwh()
         e_new = battery_energy_step(self.e_kwh, p_batt_kw, dt_h, self.eta)
+        # A discharge bounded to the floor lands on it up to round-off; pin it there.
+        e_new = np.where(
+            (p_batt_kw < 0.0) & (self.e_kwh >= floor_before_kwh), np.maximum(e_new, floor_before_kwh), e_new
+        )
         below = e_new < floor_before_kwh - 1e-9
         # A breach is a discharge that ends below the floor; a site that started below it and
         # recharged is not one.

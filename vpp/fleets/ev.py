@@ -189,7 +189,8 @@ class EVFleet(Fleet):
         self.t_departure_s[idx] = s.departure_s[idx, k]
         self.cap_kwh[idx] = s.cap_kwh[idx, k]
         self.e_kwh[idx] = s.e_arrival_kwh[idx, k]
-        self.e_target_kwh[idx] = s.e_arrival_kwh[idx, k] + s.e_need_kwh[idx, k]
+        # min() absorbs round-off when a session asks for a completely full battery.
+        self.e_target_kwh[idx] = np.minimum(s.e_arrival_kwh[idx, k] + s.e_need_kwh[idx, k], s.cap_kwh[idx, k])
         self.n_arrived += int(idx.size)
 
     def _envelope(self, t_s: float, dt_s: float) -> Envelope:

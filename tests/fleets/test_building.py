@@ -1,0 +1,241 @@
+"""Commercial buildings: envelope, comfort band, thermostat, setpoint relaxation and rebound.
+
+Thermal references use the closed-form solution of the 1R1C model with inputs
+held over a tick (../shared/DOMAIN.md; kernel docstring in vpp/fleets/kernels.py)::
+
+    C dT/dt = (T_out - T)/R + Q - COP P
+    T(dt) = T_eq(P) + (T(0) - T_eq(P)) exp(-dt / (R C)),   T_eq(P) = T_out + R (Q - COP P)
+
+written out here with its own profile interpolation, independently of the fleet.
+Since T(dt) falls with P, the warm edge ``t_max_c`` is reachable in a tick iff
+``T(dt; P = p_hvac_max_kw) <= t_max_c``, and the cool edge is never undershot
+iff ``T(dt; P = 0) >= t_min_c``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vpp.fleets import BuildingFleet
+from vpp.fleets.parameters import BUILDING_PARAMETERS
+from vpp.profiles import PROFILES
+from vpp.units import S_PER_H
+
+MAX_TICKS = 300
+OFFICE = BUILDING_PARAMETERS["office_mid"]
+OUTDOOR = "shenzhen_summer_temp_c"
+
+
+def _profile_value(name: str, hod_h: float) -> float:
+    """Periodic linear interpolation between the 24 hourly points of a profile."""
+    pts = PROFILES[name].hourly
+    h = hod_h % 24.0
+    i = int(math.floor(h))
+    w = h - i
+    return (1.0 - w) * pts[i] + w * pts[(i + 1) % 24]
+
+
+def _t_end(fleet: BuildingFleet, t_in, p_hvac_kw, t_s: float, dt_s: float, clock_start_h: float) -> np.ndarray:
+    """Indoor temperature after one tick at HVAC power ``p_hvac_kw`` (closed form, module docstring)."""
+    hod_h = clock_start_h + t_s / S_PER_H
+    t_out = _profile_value(OUTDOOR, hod_h)
+    q_kw = fleet.q_internal_peak_kw * _profile_value(OFFICE.base_profile, hod_h)
+    r, c, cop = fleet.r_k_per_kw, fleet.c_kwh_per_k, fleet.cop
+    t_eq = t_out + r * (q_kw - cop * p_hvac_kw)
+    return t_eq + (t_in - t_eq) * np.exp(-(dt_s / S_PER_H) / (r * c))
+
+
+def _office(n: int, *, clock_start_h: float, t_in_init_c, size=1.0, hvac_factor=1.0, pv=0.0, batt=0.0,
+            t_set_c=OFFICE.t_set_c, t_min_c=OFFICE.t_min_c, t_max_c=OFFICE.t_max_c,
+            soc_min=0.1, soc_max=0.95, soc_init=0.6) -> BuildingFleet:
+    """office_mid buildings scaled by ``size`` the way vpp.build scales them (R / size, the rest * size)."""
+    p = OFFICE
+    return BuildingFleet(
+        "offices", np.zeros(n, dtype=np.int64), "bldg", 0.0,
+        p_base_kw=p.p_base_kw * size, base_profile=p.base_profile, p_hvac_max_kw=p.p_hvac_max_kw * size * hvac_factor,
+        cop=p.cop, r_k_per_kw=p.r_k_per_kw / size, c_kwh_per_k=p.c_kwh_per_k * size,
+        q_internal_kw=p.q_internal_kw * size, t_set_c=t_set_c, t_min_c=t_min_c, t_max_c=t_max_c,
+        t_in_init_c=t_in_init_c, pv_kwp=p.pv_kwp * size * pv, batt_cap_kwh=p.batt_cap_kwh * size * batt,
+        p_batt_max_kw=p.p_batt_max_kw * size, batt_eta=p.batt_eta, soc_min=soc_min, soc_max=soc_max,
+        soc_init=soc_init, outdoor_profile=OUTDOOR, irradiance_profile="pv_clear_sky", clock_start_h=clock_start_h,
+    )
+
+
+def _setpoints(rng: np.random.Generator, env) -> np.ndarray:
+    """Arbitrary setpoints [kW]: inside, on and far outside the envelope, infinities included."""
+    n = env.p_min_kw.shape[0]
+    mode = rng.integers(0, 5)
+    if mode == 0:
+        return rng.uniform(-500.0, 500.0, n)
+    if mode == 1:
+        return env.p_min_kw.copy()
+    if mode == 2:
+        return env.p_max_kw.copy()
+    if mode == 3:
+        return rng.choice([-np.inf, -1e9, 1e9, np.inf], size=n)
+    choices = np.stack([env.p_min_kw, env.p_max_kw, env.p_default_kw, np.zeros(n),
+                        rng.uniform(env.p_min_kw, env.p_max_kw)])
+    return choices[rng.integers(0, choices.shape[0], size=n), np.arange(n)]
+
+
+def _check_tick(fleet: BuildingFleet, env, p_kw, t_in_before, e_batt_before, t_s, dt_s, clock_start_h) -> int:
+    """Assert the per-tick invariants; return how many devices had the band reachable from both sides."""
+    assert np.all(env.p_min_kw <= env.p_default_kw) and np.all(env.p_default_kw <= env.p_max_kw)
+    assert np.all(env.p_min_kw <= p_kw) and np.all(p_kw <= env.p_max_kw)
+    p_hvac = fleet.p_hvac_kw
+    assert np.all((p_hvac >= 0.0) & (p_hvac <= fleet.p_hvac_max_kw))
+    # Power balance: the metered power is the sum of its parts.
+    parts = fleet.p_base_kw + fleet.p_pv_kw + p_hvac + fleet.p_batt_kw
+    np.testing.assert_allclose(parts, p_kw, rtol=0, atol=1e-9 * max(1.0, float(np.abs(p_kw).max(initial=0.0))))
+    # Battery stays in its SoC window when it started inside it.
+    has = fleet.batt_cap_kwh > 0.0
+    lo, hi = fleet.soc_min * fleet.batt_cap_kwh, fleet.soc_max * fleet.batt_cap_kwh
+    inside = has & (e_batt_before >= lo) & (e_batt_before <= hi)
+    tol = 1e-9 * np.maximum(fleet.batt_cap_kwh, 1.0)
+    assert np.all(fleet.e_batt_kwh[inside] >= lo[inside] - tol[inside])
+    assert np.all(fleet.e_batt_kwh[inside] <= hi[inside] + tol[inside])
+    assert np.all(fleet.p_batt_kw[~has] == 0.0)
+    # The temperature is the 1R1C solution at the HVAC power actually drawn.
+    np.testing.assert_allclose(
+        fleet.t_in_c, _t_end(fleet, t_in_before, p_hvac, t_s, dt_s, clock_start_h), rtol=0, atol=1e-9
+    )
+    # Comfort band, where it is reachable this tick (module docstring).
+    warm_ok = _t_end(fleet, t_in_before, fleet.p_hvac_max_kw, t_s, dt_s, clock_start_h) <= fleet.t_max_c
+    cool_ok = _t_end(fleet, t_in_before, 0.0, t_s, dt_s, clock_start_h) >= fleet.t_min_c
+    assert np.all(fleet.t_in_c[warm_ok] <= fleet.t_max_c[warm_ok] + 1e-9)
+    assert np.all(fleet.t_in_c[cool_ok] >= fleet.t_min_c[cool_ok] - 1e-9)
+    # Out of reach of the warm edge, the HVAC does its best: full power.
+    np.testing.assert_array_equal(p_hvac[~warm_ok], fleet.p_hvac_max_kw[~warm_ok])
+    return int((warm_ok & cool_ok).sum())
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    n=st.integers(0, 20),
+    dt_s=st.sampled_from([1.0, 60.0, 300.0, 900.0]),
+    hvac_factor_max=st.floats(0.2, 1.5),
+    band=st.tuples(st.floats(19.0, 29.0), st.floats(0.5, 6.0)),  # a warm band can be undershot at night
+    soc_window=st.tuples(st.floats(0.0, 0.4), st.floats(0.6, 1.0)),
+    clock_start_h=st.floats(0.0, 23.99),
+    hours=st.floats(1.0, 12.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_building_invariants_under_arbitrary_setpoints(n, dt_s, hvac_factor_max, band, soc_window,
+                                                       clock_start_h, hours, seed):
+    rng = np.random.default_rng(seed)
+    t_min, width = band
+    t_max = t_min + width
+    soc_min, soc_max = soc_window
+    fleet = _office(
+        n, clock_start_h=clock_start_h,
+        t_in_init_c=rng.uniform(t_min, t_max, n),
+        size=rng.uniform(0.5, 1.5, n),
+        hvac_factor=rng.uniform(0.1, hvac_factor_max, n),  # undersized units make the band unreachable
+        pv=(rng.random(n) < 0.5).astype(float), batt=(rng.random(n) < 0.5).astype(float),
+        t_set_c=rng.uniform(t_min, t_max, n), t_min_c=t_min, t_max_c=t_max,
+        soc_min=soc_min, soc_max=soc_max, soc_init=rng.uniform(soc_min, soc_max, n),
+    )
+    n_ticks = min(math.ceil(hours * S_PER_H / dt_s), MAX_TICKS)
+    for i in range(n_ticks):
+        t_s = i * dt_s
+        env = fleet.flexibility(t_s, dt_s)
+        t_in_before, e_batt_before = fleet.t_in_c.copy(), fleet.e_batt_kwh.copy()
+        p_kw = fleet.step(_setpoints(rng, env), t_s, dt_s)
+        _check_tick(fleet, env, p_kw, t_in_before, e_batt_before, t_s, dt_s, clock_start_h)
+
+
+@pytest.mark.parametrize("dt_s", [60.0, 300.0, 900.0])
+def test_office_mid_in_shenzhen_summer_holds_the_band_all_day(dt_s):
+    """The default office is sized for the band: reachable every tick, whatever the setpoints, for a whole day."""
+    rng = np.random.default_rng(int(dt_s))
+    n = 12
+    fleet = _office(n, clock_start_h=0.0, t_in_init_c=rng.uniform(OFFICE.t_min_c, OFFICE.t_max_c, n),
+                    size=rng.uniform(0.8, 1.2, n), pv=1.0, batt=1.0)
+    for i in range(int(24 * S_PER_H / dt_s)):
+        t_s = i * dt_s
+        env = fleet.flexibility(t_s, dt_s)
+        t_in_before, e_before = fleet.t_in_c.copy(), fleet.e_batt_kwh.copy()
+        p_kw = fleet.step(_setpoints(rng, env), t_s, dt_s)
+        assert _check_tick(fleet, env, p_kw, t_in_before, e_before, t_s, dt_s, 0.0) == n
+        assert np.all((fleet.t_in_c >= OFFICE.t_min_c - 1e-9) & (fleet.t_in_c <= OFFICE.t_max_c + 1e-9))
+    assert fleet.comfort_violation_kh == pytest.approx(0.0, abs=1e-9)
+
+
+def _unsaturated(fleet, t_in_before, t_s, dt_s, clock_start_h) -> np.ndarray:
+    """Whether the setpoint is reachable this tick: T(P=p_max) <= t_set <= T(P=0)."""
+    t_full = _t_end(fleet, t_in_before, fleet.p_hvac_max_kw, t_s, dt_s, clock_start_h)
+    t_off = _t_end(fleet, t_in_before, 0.0, t_s, dt_s, clock_start_h)
+    return (t_full <= fleet.t_set_c) & (fleet.t_set_c <= t_off)
+
+
+@pytest.mark.parametrize("dt_s", [1.0, 60.0, 300.0, 900.0])
+def test_thermostat_holds_setpoint_at_default_power(dt_s):
+    """Starting at 25 degC the default keeps exactly 25 degC; starting at 26.5 degC it pulls down at full power first."""
+    clock_start_h = 10.0
+    fleet = _office(2, clock_start_h=clock_start_h, t_in_init_c=np.array([OFFICE.t_set_c, 26.5]))
+    # From 26.5 degC at full power, T_eq = 31 + 0.05 (60 - 3.2 * 80) = 21.2 degC at 10:00 and tau = 3 h:
+    # 25 degC is reached after ~3 h * ln(5.3 / 3.8) = 1 h; run 75 min at 1 s ticks, 6 h otherwise.
+    n_ticks = min(int(6 * S_PER_H / dt_s), 4500)
+    history = []
+    for i in range(n_ticks):
+        t_s = i * dt_s
+        fleet.flexibility(t_s, dt_s)
+        t_before = fleet.t_in_c.copy()
+        free = _unsaturated(fleet, t_before, t_s, dt_s, clock_start_h)
+        fleet.step_default(t_s, dt_s)
+        history.append((free, t_before, fleet.t_in_c.copy(), fleet.p_hvac_kw.copy()))
+        np.testing.assert_allclose(fleet.t_in_c[free], OFFICE.t_set_c, rtol=0, atol=1e-6)
+    frees = np.array([h[0] for h in history])
+    # Building 0 sits at the setpoint and is never saturated (office_mid is sized for it).
+    assert frees[:, 0].all()
+    # Building 1 starts saturated: full power, and cools monotonically until it reaches the setpoint.
+    assert not frees[0, 1] and history[0][3][1] == fleet.p_hvac_max_kw[1]
+    first_free = int(np.argmax(frees[:, 1]))
+    assert frees[first_free:, 1].all() and frees[first_free, 1]
+    temps = np.array([h[2][1] for h in history[:first_free]])
+    assert np.all(np.diff(temps) < 0.0)
+
+
+def test_relaxation_to_t_max_then_rebound_after_the_call():
+    """Hold p_min 14:00-16:00: the room warms to t_max_c and holds it; back to default, the HVAC rebounds.
+
+    Compared with a twin office left at its default all along (the no-call counterfactual).
+    """
+    dt_s, clock_start_h = 300.0, 13.0
+    call = (12, 36)  # ticks of 14:00-16:00
+    called = _office(1, clock_start_h=clock_start_h, t_in_init_c=OFFICE.t_set_c)
+    twin = _office(1, clock_start_h=clock_start_h, t_in_init_c=OFFICE.t_set_c)
+    rows = []
+    for i in range(60):  # 13:00-18:00
+        t_s = i * dt_s
+        env = called.flexibility(t_s, dt_s)
+        called.step(env.p_min_kw if call[0] <= i < call[1] else env.p_default_kw, t_s, dt_s)
+        twin.step_default(t_s, dt_s)
+        rows.append((called.t_in_c[0], called.p_hvac_kw[0], twin.t_in_c[0], twin.p_hvac_kw[0]))
+    t_c, p_c, t_b, p_b = (np.array(col) for col in zip(*rows, strict=True))
+    np.testing.assert_allclose(t_b, OFFICE.t_set_c, atol=1e-6)  # the twin holds its setpoint
+    during = slice(call[0], call[1])
+    assert np.all(np.diff(t_c[during]) >= -1e-12)  # warming up during the call
+    assert np.all(t_c[during] <= OFFICE.t_max_c + 1e-9)
+    at_edge = np.isclose(t_c[during], OFFICE.t_max_c, rtol=0, atol=1e-6)
+    assert at_edge[-1] and at_edge.sum() >= 3  # relaxed to t_max_c and held there
+    assert np.all(p_c[during] <= p_b[during] + 1e-9)
+    assert np.all(p_c[during][at_edge] > 0.0)  # holding 27 degC still takes some cooling at 15:00
+    # Rebound: right after the call the HVAC draws more than the no-call default at the same time,
+    # until the room is back at its setpoint; it costs more energy than the twin over the recovery.
+    after = slice(call[1], None)
+    assert p_c[call[1]] > p_b[call[1]]
+    assert p_c[after].sum() > p_b[after].sum()
+    np.testing.assert_allclose(t_c[-1], OFFICE.t_set_c, atol=1e-6)
+
+
+def test_empty_building_fleet():
+    fleet = _office(0, clock_start_h=0.0, t_in_init_c=np.zeros(0))
+    env = fleet.flexibility(0.0, 300.0)
+    assert env.p_min_kw.shape == (0,)
+    assert fleet.step(np.zeros(0), 0.0, 300.0).shape == (0,)
