@@ -20,10 +20,11 @@ def test_run_writes_results(tmp_path, small_dict):
     path = tmp_path / "small.yaml"
     path.write_text(yaml.safe_dump(small_dict))
     out = tmp_path / "out"
-    proc = _vpp("run", path, "--out", out, "--seed", 11)
+    proc = _vpp("run", path, "--out", out, "--seed", 11, "--plot")
     assert proc.returncode == 0, proc.stderr
     assert "peak" in proc.stdout and "vm" in proc.stdout
     assert "Traceback" not in proc.stderr
+    assert (out / "dispatch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("timeseries.parquet", "buses.parquet", "bus_timeseries.parquet", "summary.json", "meta.json"):
         assert (out / name).is_file(), name
     meta = json.loads((out / "meta.json").read_text())

@@ -44,6 +44,7 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output directory [default: results/<name>]")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="override the scenario's seed")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar and no table")] = False,
+    plot: Annotated[bool, typer.Option("--plot", help="also write dispatch.png (power, DR, voltages)")] = False,
 ) -> None:
     """Run a scenario and write timeseries.parquet, buses.parquet, summary.json and meta.json."""
     from vpp.metrics.report import summary_table, write_results
@@ -71,6 +72,10 @@ def run(
         if bar is not None:
             bar.close()
     write_results(results, out_dir)
+    if plot:
+        from vpp.metrics.plots import plot_dispatch
+
+        plot_dispatch(results, out_dir / "dispatch.png")
     if not quiet:
         typer.echo(summary_table(results))
         typer.echo(f"\nwritten to {out_dir}/ in {results.meta['wall_time_s']:.2f} s")
