@@ -81,6 +81,10 @@ class Fleet(ABC):
         """Number of devices."""
         return int(self.bus_idx.shape[0])
 
+    def _per_device(self, x) -> np.ndarray:
+        """A scalar or per-device parameter as a fresh float array of length ``n``."""
+        return np.broadcast_to(np.asarray(x, dtype=float), (self.n,)).copy()
+
     def flexibility(self, t_s: float, dt_s: float) -> Envelope:
         """Envelope of every device for the tick ``[t_s, t_s + dt_s)``.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from vpp.fleets.base import Envelope, Fleet
-from vpp.fleets.kernels import battery_energy_step, battery_loss_kwh
+from vpp.fleets.kernels import battery_energy_step, battery_loss_kwh, battery_power_bounds
 from vpp.profiles import get_profile
 from vpp.units import S_PER_H, hour_of_day
 
@@ -50,10 +50,7 @@ class BaseStationFleet(Fleet):
     ):
         super().__init__(name, bus_idx, operator, cost_cny_per_kwh)
         n = self.n
-
-        def per_device(x) -> np.ndarray:
-            return np.broadcast_to(np.asarray(x, dtype=float), (n,)).copy()
-
+        per_device = self._per_device
         self.p_idle_kw = per_device(p_idle_kw)
         self.p_busy_kw = per_device(p_busy_kw)
         self.cap_kwh = per_device(cap_kwh)
@@ -91,17 +88,20 @@ class BaseStationFleet(Fleet):
     def _envelope(self, t_s: float, dt_s: float) -> Envelope:
         dt_h = dt_s / S_PER_H
         floor_kwh = self.floor_kwh()
-        e_max_kwh = self.soc_max * self.cap_kwh
-        headroom_kwh = np.maximum(e_max_kwh - self.e_kwh, 0.0)
-        b_max_kw = np.minimum(self.p_batt_max_kw, headroom_kwh / (self.eta * dt_h))
-        # Discharge: within the rectifier limit, never exporting, never below the floor.
-        b_dis_kw = np.minimum(
+        # Discharge within the rectifier limit, never exporting (at most the site load), never
+        # below the floor; charge within the limit up to soc_max.
+        b_min_kw, b_max_kw = battery_power_bounds(
+            self.e_kwh,
+            floor_kwh,
+            self.soc_max * self.cap_kwh,
+            self.p_batt_max_kw,
             np.minimum(self.p_batt_max_kw, self.p_site_kw),
-            np.maximum(self.e_kwh - floor_kwh, 0.0) * self.eta / dt_h,
+            dt_h,
+            self.eta,
         )
         # Below the floor: recharge towards it now (bounded by what the battery can take).
         b_must_kw = np.minimum(b_max_kw, np.maximum(floor_kwh - self.e_kwh, 0.0) / (self.eta * dt_h))
-        b_min_kw = np.where(b_must_kw > 0.0, b_must_kw, -b_dis_kw)
+        b_min_kw = np.where(b_must_kw > 0.0, b_must_kw, b_min_kw)
         return Envelope(self.p_site_kw + b_min_kw, self.p_site_kw + b_max_kw, self.p_site_kw + b_max_kw)
 
     def _integrate(self, p_kw: np.ndarray, t_s: float, dt_h: float) -> None:

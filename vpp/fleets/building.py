@@ -72,10 +72,7 @@ class BuildingFleet(Fleet):
     ):
         super().__init__(name, bus_idx, operator, cost_cny_per_kwh)
         n = self.n
-
-        def per_device(x) -> np.ndarray:
-            return np.broadcast_to(np.asarray(x, dtype=float), (n,)).copy()
-
+        per_device = self._per_device
         self.p_base_peak_kw = per_device(p_base_kw)
         self.p_hvac_max_kw = per_device(p_hvac_max_kw)
         self.cop = per_device(cop)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import simpy
 
+from vpp.dispatch.aggregate import BusFlexibility
 from vpp.dispatch.allocation import pro_rata
 from vpp.dispatch.portfolio import Portfolio
 from vpp.dr import DRCall
@@ -127,12 +128,14 @@ class OperatorAgent:
         self.to_platform: Link | None = None
         self.instructions: dict[str, Instruction] = {}
         self.envelope: Envelope | None = None
+        self.flex: BusFlexibility | None = None
         self.p_kw = np.zeros(portfolio.n)
 
     def report(self, t_s: float, dt_s: float) -> Envelope:
         """Compute this tick's envelope and offer it, per bus, to the platform."""
         self.envelope = self.portfolio.flexibility(t_s, dt_s)
-        self.to_platform.send(FlexibilityOffer(t_s, self.name, self.portfolio.by_bus(self.envelope)))
+        self.flex = self.portfolio.by_bus(self.envelope)
+        self.to_platform.send(FlexibilityOffer(t_s, self.name, self.flex))
         return self.envelope
 
     def apply(self, t_s: float, dt_s: float) -> np.ndarray:

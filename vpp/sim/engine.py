@@ -97,9 +97,9 @@ class Engine:
             for op, env_, p_kw in zip(self.operators, envelopes, powers):
                 bus_idx = op.portfolio.bus_idx
                 p_bus_kw += np.bincount(bus_idx, weights=p_kw, minlength=self.n_bus)
-                p_def_bus_kw += np.bincount(bus_idx, weights=env_.p_default_kw, minlength=self.n_bus)
-                down_kw += float(env_.down_kw.sum())
-                up_kw += float(env_.up_kw.sum())
+                p_def_bus_kw += op.flex.p_default_kw
+                down_kw += float(op.flex.down_kw.sum())
+                up_kw += float(op.flex.up_kw.sum())
                 for j, call in active:
                     delivered[j] += op.portfolio.delivered_kw(call, env_, p_kw)
             for j, call in active:
