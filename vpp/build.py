@@ -168,18 +168,21 @@ def build_calls(scenario: Scenario, grid) -> list[DRCall]:
     return calls
 
 
-def check_buses(scenario: Scenario, grid) -> None:
-    """Every bus the scenario names exists in the grid (ScenarioError otherwise)."""
+def check_buses(scenario: Scenario, grid) -> list[DRCall]:
+    """Check that every bus the scenario names exists in the grid (ScenarioError otherwise).
+
+    Returns the DR calls, whose target buses that check resolves.
+    """
     for i, f in enumerate(scenario.fleets):
         if isinstance(f.buses, list):
             bus_positions(grid, f.buses, f"fleets[{i}].buses")
-    build_calls(scenario, grid)
+    return build_calls(scenario, grid)
 
 
 def build_plant(scenario: Scenario, grid=None) -> Plant:
     """Build grid (unless given), fleets and calls from a validated scenario."""
     grid = build_grid(scenario) if grid is None else grid
-    check_buses(scenario, grid)
+    calls = check_buses(scenario, grid)
     children = np.random.SeedSequence(scenario.seed).spawn(len(scenario.fleets) + _N_EXTRA_SLOTS)
     fleets: list[Fleet] = []
     for i, cfg in enumerate(scenario.fleets):
@@ -190,7 +193,7 @@ def build_plant(scenario: Scenario, grid=None) -> Plant:
     return Plant(
         grid=grid,
         fleets=fleets,
-        calls=build_calls(scenario, grid),
+        calls=calls,
         link_rng=np.random.default_rng(extra[_SLOT_LINKS]),
         sample_rng=np.random.default_rng(extra[_SLOT_SAMPLES]),
     )

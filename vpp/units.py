@@ -28,11 +28,6 @@ H_PER_DAY: float = 24.0
 """Hours per day [h/day]."""
 
 
-def hours(dt_s: float) -> float:
-    """Convert a duration [s] to [h]."""
-    return dt_s / S_PER_H
-
-
 def hour_of_day(t_s, clock_start_h: float):
     """Clock hour of day [h] in [0, 24) at scenario time ``t_s`` [s].
 

@@ -24,11 +24,6 @@ class BusFlexibility:
         room = self.down_kw if sign < 0 else self.up_kw
         return float(room.sum() if bus_mask is None else room[bus_mask].sum())
 
-    @staticmethod
-    def zeros(n_bus: int) -> "BusFlexibility":
-        z = np.zeros(n_bus)
-        return BusFlexibility(z, z.copy(), z.copy())
-
 
 def aggregate_by_bus(bus_idx: np.ndarray, env: Envelope, n_bus: int) -> BusFlexibility:
     """Per-bus sums of an envelope's default power and rooms [kW]."""

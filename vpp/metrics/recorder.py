@@ -74,6 +74,7 @@ class Recorder:
         self.bus_vm_min_pu = np.full(n_bus, np.inf)
         self.bus_vm_max_pu = np.full(n_bus, -np.inf)
         self.samples = samples or {}
+        self._sampled = [(f, self.samples[f.name]) for f in self.fleets if f.name in self.samples]
         self.sample_p_kw = {name: np.full((n_ticks, idx.size), np.nan) for name, idx in self.samples.items()}
 
     def record(self, outcome, grid_state=None, grid_default_state=None, vm_limits_pu=(0.95, 1.05)) -> None:
@@ -114,9 +115,8 @@ class Recorder:
         if self.bus_p_kw is not None:
             self.bus_p_kw[i] = outcome.p_bus_kw
             self.bus_p_default_kw[i] = outcome.p_default_bus_kw
-        for name, idx in self.samples.items():
-            fleet = next(f for f in self.fleets if f.name == name)
-            self.sample_p_kw[name][i] = fleet.p_kw[idx]
+        for fleet, idx in self._sampled:
+            self.sample_p_kw[fleet.name][i] = fleet.p_kw[idx]
 
         if grid_state is not None:
             c["grid_converged"][i] = grid_state.converged
