@@ -8,22 +8,17 @@ the scenario seed, so adding a fleet at the end leaves the others unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from vpp.dr import Direction, DRCall
-from vpp.fleets import BaseStationFleet, BuildingFleet, EVFleet, Fleet, draw_sessions
-from vpp.fleets.parameters import BASESTATION_PARAMETERS, BUILDING_PARAMETERS, CHARGER_PARAMETERS
+from vpp.fleets import Fleet
+from vpp.fleets.registry import KINDS
 from vpp.scenario.load import ScenarioError
-from vpp.scenario.schema import (
-    BaseStationFleetConfig,
-    BuildingFleetConfig,
-    EVFleetConfig,
-    Scenario,
-)
+from vpp.scenario.schema import Scenario
 
-__all__ = ["Plant", "build_plant", "build_grid", "bus_positions"]
+__all__ = ["Plant", "build_plant", "build_grid", "bus_positions", "plant_warnings"]
 
 # Child-seed slots after the fleets' own (fleet i uses slot i).
 _SLOT_LINKS = 0
@@ -88,65 +83,6 @@ def _place(rng: np.random.Generator, grid, selection, n: int, field: str) -> np.
     return rng.choice(candidates, size=n, p=p).astype(np.int64)
 
 
-def _override(base, cfg, names: tuple[str, ...]):
-    changes = {k: getattr(cfg, k) for k in names if getattr(cfg, k) is not None}
-    return replace(base, **changes)
-
-
-def _ev(cfg: EVFleetConfig, rng, bus_idx, scenario: Scenario) -> EVFleet:
-    params = _override(
-        CHARGER_PARAMETERS[cfg.charger], cfg, ("p_rated_kw", "eta", "sessions_per_day", "dwell_mean_h", "e_need_mean_kwh")
-    )
-    n = cfg.n_devices
-    p_rated_kw = np.full(n, params.p_rated_kw)
-    v2g = rng.random(n) < cfg.v2g_share
-    sessions = draw_sessions(rng, params, p_rated_kw, scenario.time.duration_s, scenario.time.clock_start_h)
-    return EVFleet(cfg.name, bus_idx, cfg.operator, cfg.cost_cny_per_kwh, p_rated_kw, params.eta, v2g,
-                   cfg.soc_v2g_min, sessions)
-
-
-def _basestation(cfg: BaseStationFleetConfig, rng, bus_idx, scenario: Scenario) -> BaseStationFleet:
-    p = _override(
-        BASESTATION_PARAMETERS[cfg.parameters], cfg,
-        ("p_idle_kw", "p_busy_kw", "cap_kwh", "p_batt_max_kw", "eta", "backup_h", "soc_min", "soc_max", "traffic_profile"),
-    )
-    n = cfg.n_devices
-    traffic_scale = 1.0 + rng.uniform(-cfg.traffic_spread, cfg.traffic_spread, size=n)
-    soc_init = np.clip(cfg.soc_init, p.soc_min, p.soc_max)
-    return BaseStationFleet(
-        cfg.name, bus_idx, cfg.operator, cfg.cost_cny_per_kwh,
-        p_idle_kw=p.p_idle_kw, p_busy_kw=p.p_busy_kw, cap_kwh=p.cap_kwh, p_batt_max_kw=p.p_batt_max_kw,
-        eta=p.eta, backup_h=p.backup_h, soc_min=p.soc_min, soc_max=p.soc_max, soc_init=soc_init,
-        traffic_profile=p.traffic_profile, traffic_scale=traffic_scale, clock_start_h=scenario.time.clock_start_h,
-    )
-
-
-def _building(cfg: BuildingFleetConfig, rng, bus_idx, scenario: Scenario) -> BuildingFleet:
-    p = _override(
-        BUILDING_PARAMETERS[cfg.parameters], cfg,
-        ("p_base_kw", "p_hvac_max_kw", "cop", "r_k_per_kw", "c_kwh_per_k", "t_set_c", "t_min_c", "t_max_c",
-         "pv_kwp", "batt_cap_kwh", "p_batt_max_kw"),
-    )
-    n = cfg.n_devices
-    size = 1.0 + rng.uniform(-cfg.size_spread, cfg.size_spread, size=n)
-    has_pv = rng.random(n) < cfg.pv_share
-    has_batt = rng.random(n) < cfg.battery_share
-    t_in_init_c = np.clip(p.t_set_c + rng.uniform(-0.5, 0.5, size=n), p.t_min_c, p.t_max_c)
-    return BuildingFleet(
-        cfg.name, bus_idx, cfg.operator, cfg.cost_cny_per_kwh,
-        p_base_kw=p.p_base_kw * size, base_profile=p.base_profile, p_hvac_max_kw=p.p_hvac_max_kw * size,
-        cop=p.cop, r_k_per_kw=p.r_k_per_kw / size, c_kwh_per_k=p.c_kwh_per_k * size,
-        q_internal_kw=p.q_internal_kw * size, t_set_c=p.t_set_c, t_min_c=p.t_min_c, t_max_c=p.t_max_c,
-        t_in_init_c=t_in_init_c, pv_kwp=p.pv_kwp * size * has_pv, batt_cap_kwh=p.batt_cap_kwh * size * has_batt,
-        p_batt_max_kw=p.p_batt_max_kw * size, batt_eta=p.batt_eta, soc_min=cfg.soc_min, soc_max=cfg.soc_max,
-        soc_init=cfg.soc_init, outdoor_profile=cfg.outdoor_profile, irradiance_profile=cfg.irradiance_profile,
-        clock_start_h=scenario.time.clock_start_h,
-    )
-
-
-_BUILDERS = {"ev": _ev, "basestation": _basestation, "building": _building}
-
-
 def build_calls(scenario: Scenario, grid) -> list[DRCall]:
     """DR calls with target buses as grid positions (unknown buses are a ScenarioError)."""
     calls = []
@@ -163,6 +99,7 @@ def build_calls(scenario: Scenario, grid) -> list[DRCall]:
                 end_s=c.end_s,
                 notification_s=c.start_s if c.notification_s is None else c.notification_s,
                 bus_idx=bus_idx,
+                recovery_s=c.recovery_s,
             )
         )
     return calls
@@ -188,7 +125,7 @@ def build_plant(scenario: Scenario, grid=None) -> Plant:
     for i, cfg in enumerate(scenario.fleets):
         rng = np.random.default_rng(children[i])
         bus_idx = _place(rng, grid, cfg.buses, cfg.n_devices, f"fleets[{i}].buses")
-        fleets.append(_BUILDERS[cfg.kind](cfg, rng, bus_idx, scenario))
+        fleets.append(KINDS[cfg.kind].build(cfg, rng, bus_idx, scenario.time))
     extra = children[len(scenario.fleets):]
     return Plant(
         grid=grid,
@@ -197,3 +134,16 @@ def build_plant(scenario: Scenario, grid=None) -> Plant:
         link_rng=np.random.default_rng(extra[_SLOT_LINKS]),
         sample_rng=np.random.default_rng(extra[_SLOT_SAMPLES]),
     )
+
+
+def plant_warnings(plant: Plant) -> list[str]:
+    """Valid but suspicious facts about a built plant, one line each (e.g. a call whose buses host no devices)."""
+    n_bus = plant.grid.n_bus
+    hosted = np.zeros(n_bus, dtype=bool)
+    for f in plant.fleets:
+        hosted[f.bus_idx] = True
+    out = []
+    for c in plant.calls:
+        if not (hosted & c.bus_mask(n_bus)).any():
+            out.append(f"dr call {c.call_id!r}: its target buses host no devices; it will deliver 0 kW")
+    return out

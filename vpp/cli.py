@@ -86,14 +86,16 @@ def validate(
     scenario: Annotated[Path, typer.Argument(help="scenario file (.yaml, .yml or .toml)")],
 ) -> None:
     """Check a scenario, including that every bus it names exists in its grid; run nothing."""
-    from vpp.build import build_grid, check_buses
+    from vpp.build import build_plant, plant_warnings
     from vpp.scenario import ScenarioError
 
     sc = _load(scenario, None)
     try:
-        check_buses(sc, build_grid(sc))
+        plant = build_plant(sc)
     except ScenarioError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
+    for w in plant_warnings(plant):
+        typer.echo(f"warning: {w}", err=True)
     n_dev = sum(f.n_devices for f in sc.fleets)
     typer.echo(
         f"{scenario}: valid ({len(sc.fleets)} fleets, {n_dev:,} devices, {sc.time.n_ticks} ticks of "
@@ -103,20 +105,20 @@ def validate(
 
 @app.command("list")
 def list_names(
-    what: Annotated[str, typer.Argument(help="networks | chargers | parameters | profiles | strategies")],
+    what: Annotated[str, typer.Argument(help="networks | kinds | parameters | profiles | strategies")],
 ) -> None:
     """List the names a scenario may use."""
     from vpp.dispatch.allocation import ALLOCATORS
-    from vpp.fleets.parameters import BASESTATION_PARAMETERS, BUILDING_PARAMETERS, CHARGER_PARAMETERS
+    from vpp.fleets.registry import KINDS
     from vpp.grid.networks import PANDAPOWER_NETWORKS
     from vpp.profiles import PROFILES
 
     registries = {
         "networks": {k: f"pandapower.networks.{v[0]}" for k, v in PANDAPOWER_NETWORKS.items()},
-        "chargers": {k: f"{v.p_rated_kw:g} kW; {v.source}" for k, v in CHARGER_PARAMETERS.items()},
+        "kinds": {k: (spec.fleet.__doc__ or "").strip().splitlines()[0] for k, spec in KINDS.items()},
         "parameters": {
-            **{k: f"basestation; {v.source}" for k, v in BASESTATION_PARAMETERS.items()},
-            **{k: f"building; {v.source}" for k, v in BUILDING_PARAMETERS.items()},
+            f"{spec.name}.{spec.parameter_field}={k}": spec.describe(v)
+            for spec in KINDS.values() for k, v in spec.parameter_sets.items()
         },
         "profiles": {k: f"{v.unit}; {v.source}" for k, v in PROFILES.items()},
         "strategies": {k: (v.__doc__ or "").strip().splitlines()[0] for k, v in ALLOCATORS.items()},

@@ -3,8 +3,9 @@
 An event has an id and a modification number, an active period (notification,
 start, end), one signal (a power *delta* the plant must deliver relative to its
 default power) and a target (the whole VPP, or a set of grid buses). The plant
-opts in or out when notified. Delivered power is measured every tick against
-the devices' default (no-call) power at that tick.
+opts in or out when notified. Delivered power is measured against the plant's
+no-call twin (see :mod:`vpp.sim.engine`); the rebound after the call is
+measured over ``recovery_s`` (default: the rest of the run).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class DRCall:
     notification_s: float  # when the grid operator announces the call [s]
     bus_idx: tuple[int, ...] | None = None
     modification: int = 0
+    recovery_s: float | None = None  # rebound window after end_s [s]; None: the rest of the run
 
     def __post_init__(self) -> None:
         if not self.p_kw > 0.0:
@@ -55,8 +57,12 @@ class DRCall:
             raise ValueError(f"DR call {self.call_id!r}: notification_s must not be after start_s")
 
     def is_active(self, t_s: float) -> bool:
-        """Whether the tick starting at ``t_s`` [s] lies in the active period."""
+        """Whether the instant ``t_s`` [s] lies in the active period ``[start_s, end_s)``."""
         return self.start_s <= t_s < self.end_s
+
+    def overlap_s(self, t0_s: float, t1_s: float) -> float:
+        """Length of the active period inside ``[t0_s, t1_s)`` [s]."""
+        return max(0.0, min(self.end_s, t1_s) - max(self.start_s, t0_s))
 
     @property
     def delta_kw(self) -> float:

@@ -16,8 +16,9 @@ from importlib import metadata
 import numpy as np
 import pandas as pd
 
-from vpp.build import build_plant
+from vpp.build import build_plant, plant_warnings
 from vpp.dispatch import Portfolio, get_allocator
+from vpp.fleets.registry import KINDS
 from vpp.metrics.kpis import grid_kpis, summarize
 from vpp.metrics.recorder import Recorder
 from vpp.metrics.results import Results
@@ -67,36 +68,42 @@ def run_scenario(scenario: Scenario, progress: Callable[[int, int], None] | None
     all_bus_idx = np.concatenate([f.bus_idx for f in fleets])
     grid.attach_vpp(all_bus_idx)
 
-    k = scenario.output.sample_devices
-    samples = {
-        f.name: np.sort(plant.sample_rng.choice(f.n, size=min(k, f.n), replace=False))
-        for f in fleets
-        if k and f.n
-    }
     t = scenario.time
-    recorder = Recorder(t.n_ticks, grid.n_bus, fleets, calls, scenario.output.bus_timeseries, samples)
     engine = Engine(
         portfolios, calls, grid.n_bus, t.dt_s, t.n_ticks,
         latency_s=scenario.communication.latency_s,
         loss_probability=scenario.communication.loss_probability,
         rng=plant.link_rng,
+        twin=scenario.measurement.twin,
     )
+    fleets = engine.fleets  # operator order: the order of every per-fleet array below
+    k = scenario.output.sample_devices
+    samples = {
+        f.name: np.sort(plant.sample_rng.choice(f.n, size=min(k, f.n), replace=False))
+        for f in sorted(fleets, key=lambda f: plant.fleets.index(f))
+        if k and f.n
+    }
+    kinds = [kind for kind in KINDS if any(f.kind == kind for f in fleets)]
+    recorder = Recorder(t.n_ticks, grid.n_bus, fleets, calls, scenario.output.bus_timeseries, samples, kinds)
     g = scenario.grid
     load_profile = get_profile(g.load_profile)
     sgen_profile = get_profile(g.sgen_profile)
     build_s = time.perf_counter() - wall_start
 
     def on_tick(outcome) -> None:
-        state = state_default = None
+        state = state_twin = None
         if g.power_flow:
             hod_h = hour_of_day(outcome.t_s, t.clock_start_h)
             load_factor = g.load_scale * float(load_profile(hod_h))
             sgen_factor = g.sgen_scale * float(sgen_profile(hod_h))
-            state = grid.solve(outcome.p_bus_kw, load_factor, sgen_factor)
-            if outcome.requested_kw.any():
-                # The counterfactual: the same tick with every device at its default power.
-                state_default = grid.solve(outcome.p_default_bus_kw, load_factor, sgen_factor)
-        recorder.record(outcome, state, state_default, (g.vm_min_pu, g.vm_max_pu))
+            p_bus_kw = outcome.p_bus_kw
+            state = grid.solve(p_bus_kw, load_factor, sgen_factor)
+            p_twin_bus_kw = outcome.p_twin_bus_kw
+            if p_twin_bus_kw is not None:
+                # The no-call counterfactual grid; the same injections give the same power flow.
+                same = np.array_equal(p_twin_bus_kw, p_bus_kw)
+                state_twin = state if same else grid.solve(p_twin_bus_kw, load_factor, sgen_factor)
+        recorder.record(outcome, engine.plant_states, state, state_twin, (g.vm_min_pu, g.vm_max_pu))
         if progress is not None:
             progress(outcome.index + 1, t.n_ticks)
 
@@ -107,14 +114,14 @@ def run_scenario(scenario: Scenario, progress: Callable[[int, int], None] | None
         t_fail = recorder.n_done * t.dt_s
         error = f"{type(exc).__name__} in the tick at t_s={t_fail:g}: {exc}"
     wall_s = time.perf_counter() - wall_start
-    results = _collect(scenario, plant, recorder, engine, wall_s, build_s, error)
+    results = _collect(scenario, plant, recorder, engine, kinds, wall_s, build_s, error)
     if error is not None:
         raise RunError(error, results)
     return results
 
 
-def _collect(scenario, plant, recorder: Recorder, engine: Engine, wall_s: float, build_s: float, error) -> Results:
-    grid, fleets, calls = plant.grid, plant.fleets, plant.calls
+def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s: float, build_s: float, error) -> Results:
+    grid, fleets, calls = plant.grid, engine.fleets, plant.calls
     ts = recorder.timeseries()
     g = scenario.grid
     n = recorder.n_done
@@ -127,7 +134,7 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, wall_s: float,
             "vn_kv": grid.net.bus.vn_kv.reindex(grid.bus_index).to_numpy(dtype=float),
             "n_devices": n_dev.astype(np.int64),
             "e_vpp_kwh": recorder.bus_e_kwh,
-            "e_shift_kwh": recorder.bus_e_shift_kwh,
+            "e_twin_kwh": recorder.bus_e_twin_kwh if engine.twin is not None else np.nan,
             "p_vpp_max_kw": np.where(np.isfinite(recorder.bus_p_max_kw), recorder.bus_p_max_kw, np.nan),
             "vm_min_pu": np.where(np.isfinite(recorder.bus_vm_min_pu), recorder.bus_vm_min_pu, np.nan),
             "vm_max_pu": np.where(np.isfinite(recorder.bus_vm_max_pu), recorder.bus_vm_max_pu, np.nan),
@@ -141,7 +148,7 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, wall_s: float,
                 "t_s": np.repeat(ts["t_s"].to_numpy(), n_bus),
                 "bus": np.tile(grid.bus_index.astype(np.int64), n),
                 "p_vpp_kw": recorder.bus_p_kw[:n].ravel(),
-                "p_default_kw": recorder.bus_p_default_kw[:n].ravel(),
+                "p_twin_kw": recorder.bus_p_twin_kw[:n].ravel(),
                 "vm_pu": recorder.bus_vm_pu[:n].ravel(),
             }
         )
@@ -170,9 +177,13 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, wall_s: float,
     grid_summary = (
         grid_kpis(ts, g.vm_min_pu, g.vm_max_pu, g.loading_max_percent) if g.power_flow and n else None
     )
+    fleet_summaries = [f.summary(s) for f, s in zip(fleets, engine.plant_states)]
+    twin_summaries = None if engine.twin is None else [f.summary(s) for f, s in zip(fleets, engine.twin.states)]
     summary = summarize(
-        ts, fleets, calls, engine.grid_operator.collect(), scenario.time.dt_s, grid_summary, messages
+        ts, fleets, fleet_summaries, twin_summaries, kinds, calls, engine.grid_operator.collect(),
+        scenario.time.dt_s, grid_summary, messages,
     )
+    summary["warnings"] = plant_warnings(plant)
     meta = {
         "scenario": scenario.name,
         "seed": scenario.seed,

@@ -1,29 +1,91 @@
-"""What every fleet offers.
+"""What every fleet offers: frozen parameters, a copyable state, owned work buffers.
 
-A fleet is a struct of equal-length 1-D arrays, one entry per device, plus the
-bus index, operator and dispatch cost of each device. Each control tick the
-simulator asks a fleet for its :class:`Envelope` over ``[t_s, t_s + dt_s)``
-and then steps it under per-device setpoints::
+A fleet is a struct of equal-length 1-D parameter arrays (one entry per
+device, frozen: read-only after construction) plus the bus index, operator and
+dispatch cost of each device. Everything that changes during a run lives in a
+:class:`FleetState`, a value of arrays and scalars that can be copied and
+compared; the no-call twin, look-ahead and checkpoints are copies of it. Per
+tick::
 
-    env = fleet.flexibility(t_s, dt_s)        # bounds and default power [kW]
-    p_kw = fleet.step(p_set_kw, t_s, dt_s)    # clipped into the envelope, integrated
+    state = fleet.initial_state()
+    fleet.advance(state, t_s, dt_s)                 # exogenous events up to the tick start
+    env = fleet.flexibility(state, t_s, dt_s)       # pure: bounds and default power [kW]
+    p_kw = fleet.step(state, p_set_kw, t_s, dt_s, env)  # clipped into the envelope, integrated
 
-Whatever setpoint arrives, a fleet never leaves its envelope: this is where
-power limits, SoC bounds, comfort bands and backup reserves are enforced, so a
+``advance`` applies what no controller decides (arrivals, departures, profile
+values); ``flexibility`` never changes the state, so looking ahead is free of
+side effects; ``step`` is the only place where power moves energy. Whatever
+setpoint arrives, a fleet never leaves its envelope: this is where power
+limits, SoC bounds, comfort bands and backup reserves are enforced, so a
 dispatch bug can cost delivery but never physics.
+
+Work buffers: :meth:`Fleet.flexibility` writes the envelope and its
+intermediate arrays into a :class:`Workspace` that the fleet owns (or one the
+caller made with :meth:`Fleet.new_workspace`, e.g. for the twin), instead of
+allocating arrays of length ``n`` every tick. An envelope is valid until the
+next ``flexibility`` call on the same workspace.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import numpy as np
 
 from vpp.units import S_PER_H
 
-__all__ = ["Envelope", "Fleet"]
+__all__ = ["Envelope", "Fleet", "FleetState", "KindSpec", "Workspace", "frozen"]
+
+
+def frozen(x, n: int, dtype=float) -> np.ndarray:
+    """A scalar or per-device parameter as a read-only array of length ``n``."""
+    a = np.array(np.broadcast_to(np.asarray(x, dtype=dtype), (n,)), dtype=dtype)
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(slots=True)
+class FleetState:
+    """Base of every fleet's state: numpy arrays (copied deeply) and scalars.
+
+    Subclasses are plain dataclasses; :meth:`copy` and :meth:`equals` work on
+    their fields generically.
+    """
+
+    p_kw: np.ndarray  # power drawn by each device in the last tick [kW]
+
+    def copy(self):
+        """An independent copy (arrays copied, scalars by value)."""
+        return type(self)(
+            **{f.name: (v.copy() if isinstance(v, np.ndarray) else v) for f in fields(self) for v in (getattr(self, f.name),)}
+        )
+
+    def equals(self, other) -> bool:
+        """Bit-identical to ``other`` (NaNs in the same places count as equal)."""
+        if type(other) is not type(self):
+            return False
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray):
+                if a.shape != b.shape or a.dtype != b.dtype or a.tobytes() != b.tobytes():
+                    return False
+            elif not (a == b or (a != a and b != b)):
+                return False
+        return True
+
+
+class Workspace:
+    """Work buffers of one fleet: the envelope arrays and kind-specific scratch, each of length ``n``."""
+
+    def __init__(self, n: int, names: tuple[str, ...]):
+        self.n = n
+        self.names = ("p_min_kw", "p_max_kw", "p_default_kw", "p_set_kw") + tuple(names)
+        for name in self.names:
+            setattr(self, name, np.zeros(n))
+        self.key: tuple[int, float, float] | None = None  # (id(state), t_s, dt_s) of the envelope held
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +93,14 @@ class Envelope:
     """Per-device power bounds for one tick and the power each device draws with no call.
 
     ``p_min_kw <= p_default_kw <= p_max_kw`` element-wise [kW], load convention.
+    ``work`` is the workspace that holds these arrays and the fleet's
+    intermediate values for the tick (``None`` for envelopes built by hand).
     """
 
     p_min_kw: np.ndarray
     p_max_kw: np.ndarray
     p_default_kw: np.ndarray
+    work: Workspace | None = None
 
     @property
     def down_kw(self) -> np.ndarray:
@@ -47,98 +112,133 @@ class Envelope:
         """Room to increase load above the default [kW] (>= 0)."""
         return self.p_max_kw - self.p_default_kw
 
-    def clip(self, p_set_kw: np.ndarray) -> np.ndarray:
+    def clip(self, p_set_kw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Setpoints [kW] clipped into the envelope."""
-        return np.clip(p_set_kw, self.p_min_kw, self.p_max_kw)
+        return np.clip(p_set_kw, self.p_min_kw, self.p_max_kw, out=out)
 
 
 class Fleet(ABC):
     """Base of every vectorised device fleet.
 
-    Subclasses implement :meth:`_advance` (bulk events up to ``t_s``: arrivals,
-    departures, profile updates), :meth:`_envelope` and :meth:`_integrate`.
+    Subclasses set :attr:`kind` and :attr:`work_names` and implement
+    :meth:`initial_state`, :meth:`_advance`, :meth:`_envelope` (writing into the
+    workspace), :meth:`_integrate`, :meth:`tick_metrics` and :meth:`summary`.
     """
 
     kind: ClassVar[str]
-    """Device kind, e.g. ``"ev"``; used for per-kind totals in results."""
+    """Device kind, e.g. ``"ev"``; the key of the kind registry."""
 
-    def __init__(self, name: str, bus_idx: np.ndarray, operator: str, cost_cny_per_kwh: np.ndarray):
-        bus_idx = np.asarray(bus_idx, dtype=np.int64)
+    work_names: ClassVar[tuple[str, ...]] = ()
+    """Names of the per-device scratch arrays the envelope needs besides the bounds."""
+
+    twin_cost_keys: ClassVar[tuple[str, ...]] = ()
+    """Keys of :meth:`summary` whose plant-minus-twin difference is what DR calls cost this kind."""
+
+    def __init__(self, name: str, bus_idx: np.ndarray, operator: str, cost_cny_per_kwh):
+        bus_idx = np.array(bus_idx, dtype=np.int64)
         if bus_idx.ndim != 1:
             raise ValueError("bus_idx must be 1-D")
+        bus_idx.flags.writeable = False
         self.name = name
         self.bus_idx = bus_idx
         self.operator = operator
-        self.cost_cny_per_kwh = np.broadcast_to(
-            np.asarray(cost_cny_per_kwh, dtype=float), bus_idx.shape
-        ).copy()
-        self.p_kw = np.zeros(bus_idx.shape)
-        self._env: Envelope | None = None
-        self._env_key: tuple[float, float] | None = None
+        self.cost_cny_per_kwh = frozen(cost_cny_per_kwh, self.n)
+        self._ws = self.new_workspace()
 
     @property
     def n(self) -> int:
         """Number of devices."""
         return int(self.bus_idx.shape[0])
 
-    def _per_device(self, x) -> np.ndarray:
-        """A scalar or per-device parameter as a fresh float array of length ``n``."""
-        return np.broadcast_to(np.asarray(x, dtype=float), (self.n,)).copy()
+    def _param(self, x, dtype=float) -> np.ndarray:
+        """A scalar or per-device parameter as a read-only array of length ``n``."""
+        return frozen(x, self.n, dtype)
 
-    def flexibility(self, t_s: float, dt_s: float) -> Envelope:
-        """Envelope of every device for the tick ``[t_s, t_s + dt_s)``.
+    def new_workspace(self) -> Workspace:
+        """Fresh work buffers for this fleet (one per concurrent user: the plant, the twin)."""
+        return Workspace(self.n, self.work_names)
 
-        Processes the fleet's bulk events up to ``t_s`` first; idempotent for a
-        given ``(t_s, dt_s)``.
+    @abstractmethod
+    def initial_state(self) -> FleetState:
+        """The state at ``t_s = 0``, before the first :meth:`advance`."""
+
+    def advance(self, state: FleetState, t_s: float, dt_s: float) -> None:
+        """Apply the exogenous events (arrivals, departures, profile values) up to the tick ``[t_s, t_s + dt_s)``."""
+        self._advance(state, float(t_s), float(dt_s))
+
+    def flexibility(self, state: FleetState, t_s: float, dt_s: float, work: Workspace | None = None) -> Envelope:
+        """Envelope of every device for the tick ``[t_s, t_s + dt_s)``; never changes ``state``.
+
+        The arrays live in ``work`` (default: the fleet's own workspace) and are
+        overwritten by the next call on the same workspace.
         """
-        key = (float(t_s), float(dt_s))
-        if self._env_key != key:
-            self._advance(t_s, dt_s)
-            env = self._envelope(t_s, dt_s)
-            # Guard against float noise so that p_min <= p_default <= p_max holds exactly.
-            p_max = np.maximum(env.p_max_kw, env.p_min_kw)
-            p_default = np.clip(env.p_default_kw, env.p_min_kw, p_max)
-            self._env = Envelope(env.p_min_kw, p_max, p_default)
-            self._env_key = key
-        return self._env
+        ws = self._ws if work is None else work
+        self._envelope(state, float(t_s), float(dt_s), ws)
+        # Guard against float noise so that p_min <= p_default <= p_max holds exactly.
+        np.maximum(ws.p_max_kw, ws.p_min_kw, out=ws.p_max_kw)
+        np.clip(ws.p_default_kw, ws.p_min_kw, ws.p_max_kw, out=ws.p_default_kw)
+        ws.key = (id(state), float(t_s), float(dt_s))
+        return Envelope(ws.p_min_kw, ws.p_max_kw, ws.p_default_kw, ws)
 
-    def step(self, p_set_kw: np.ndarray, t_s: float, dt_s: float) -> np.ndarray:
+    def step(
+        self, state: FleetState, p_set_kw: np.ndarray, t_s: float, dt_s: float, env: Envelope | None = None
+    ) -> np.ndarray:
         """Run the tick ``[t_s, t_s + dt_s)`` at setpoints ``p_set_kw`` [kW]; return the power drawn [kW].
 
-        Setpoints outside the envelope are clipped into it.
+        ``env`` must be this state's envelope for this tick (computed when not
+        given). Setpoints outside the envelope are clipped into it. The returned
+        array is ``state.p_kw``.
         """
-        env = self.flexibility(t_s, dt_s)
+        if env is None:
+            env = self.flexibility(state, t_s, dt_s)
+        ws = env.work
+        if ws is None or ws.key != (id(state), float(t_s), float(dt_s)):
+            raise ValueError(f"fleet {self.name!r}: the envelope was not computed for this state and tick")
         p_set_kw = np.asarray(p_set_kw, dtype=float)
         if p_set_kw.shape != (self.n,):
             raise ValueError(f"fleet {self.name!r}: p_set_kw has shape {p_set_kw.shape}, expected ({self.n},)")
         if np.isnan(p_set_kw).any():
             raise ValueError(f"fleet {self.name!r}: p_set_kw contains NaN")
-        p_kw = env.clip(p_set_kw)
-        self._integrate(p_kw, t_s, dt_s / S_PER_H)
-        self.p_kw = p_kw
-        self._env_key = None  # the state moved on: the next call recomputes
-        return p_kw
+        env.clip(p_set_kw, out=state.p_kw)
+        self._integrate(state, state.p_kw, float(t_s), float(dt_s) / S_PER_H, ws)
+        ws.key = None  # the state moved on: this envelope no longer describes it
+        return state.p_kw
 
-    def step_default(self, t_s: float, dt_s: float) -> np.ndarray:
-        """Run the tick with every device at its default power [kW]."""
-        return self.step(self.flexibility(t_s, dt_s).p_default_kw, t_s, dt_s)
+    def step_default(self, state: FleetState, t_s: float, dt_s: float) -> np.ndarray:
+        """Advance and run the tick with every device at its default (no-call) power [kW]."""
+        self.advance(state, t_s, dt_s)
+        env = self.flexibility(state, t_s, dt_s)
+        return self.step(state, env.p_default_kw, t_s, dt_s, env)
 
     @abstractmethod
-    def _advance(self, t_s: float, dt_s: float) -> None:
+    def _advance(self, state: FleetState, t_s: float, dt_s: float) -> None:
         """Apply bulk events (arrivals, departures, profile values) up to ``t_s``."""
 
     @abstractmethod
-    def _envelope(self, t_s: float, dt_s: float) -> Envelope:
-        """Bounds and default power for the tick ``[t_s, t_s + dt_s)``."""
+    def _envelope(self, state: FleetState, t_s: float, dt_s: float, ws: Workspace) -> None:
+        """Write bounds and default power for the tick into ``ws`` (reading, never writing, ``state``)."""
 
     @abstractmethod
-    def _integrate(self, p_kw: np.ndarray, t_s: float, dt_h: float) -> None:
-        """Advance the state over one tick at powers ``p_kw`` already inside the envelope."""
+    def _integrate(self, state: FleetState, p_kw: np.ndarray, t_s: float, dt_h: float, ws: Workspace) -> None:
+        """Advance ``state`` over one tick at powers ``p_kw`` already inside the envelope held in ``ws``."""
 
     @abstractmethod
-    def tick_metrics(self) -> dict[str, float]:
-        """Scalar fleet statistics after the last step (recorded every tick)."""
+    def tick_metrics(self, state: FleetState) -> dict[str, float]:
+        """Scalar fleet statistics of ``state`` after a step (recorded every tick)."""
 
     @abstractmethod
-    def summary(self) -> dict[str, float]:
-        """Fleet KPIs over the run so far."""
+    def summary(self, state: FleetState) -> dict[str, float]:
+        """Fleet KPIs of ``state`` over the run so far."""
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """Everything the rest of the code needs to know about one device kind."""
+
+    name: str
+    fleet: type[Fleet]
+    config: type  # pydantic model with ``kind: Literal[name]``
+    build: Callable  # build(cfg, rng, bus_idx, time) -> Fleet; ``time`` has duration_s and clock_start_h
+    parameter_sets: Mapping[str, object]
+    parameter_field: str  # the config field naming a parameter set
+    describe: Callable[[object], str]  # one line about a parameter set, for ``vpp list``

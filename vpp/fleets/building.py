@@ -18,9 +18,14 @@ not modelled).
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass, replace
+from typing import Annotated, Literal
 
-from vpp.fleets.base import Envelope, Fleet
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from vpp.fleets.base import Fleet, FleetState, KindSpec, Workspace
+from vpp.fleets.config import FleetConfigBase, Fraction, NonNegativeFloat, PositiveFloat, one_of
 from vpp.fleets.kernels import (
     battery_energy_step,
     battery_loss_kwh,
@@ -30,167 +35,262 @@ from vpp.fleets.kernels import (
     rc_temperature_step,
     split_by_room,
 )
-from vpp.profiles import get_profile
+from vpp.fleets.parameters import BUILDING_PARAMETERS, BuildingParameters
+from vpp.profiles import PROFILES, get_profile
 from vpp.units import S_PER_H, hour_of_day
 
-__all__ = ["BuildingFleet"]
+__all__ = ["BuildingFleet", "BuildingState", "BuildingFleetConfig", "build_building_fleet", "SPEC"]
+
+
+@dataclass(slots=True)
+class BuildingState(FleetState):
+    """What changes in the buildings: room temperature, battery energy, this tick's inputs, accounting."""
+
+    t_in_c: np.ndarray  # indoor temperature [degC]
+    e_batt_kwh: np.ndarray  # stored battery energy [kWh]
+    p_base_kw: np.ndarray  # non-flexible load this tick [kW]
+    q_gain_kw: np.ndarray  # internal heat gain this tick [kW thermal]
+    p_pv_kw: np.ndarray  # PV output this tick, negative [kW]
+    p_hvac_kw: np.ndarray  # HVAC electric power last tick [kW]
+    p_batt_kw: np.ndarray  # battery power last tick, charging positive [kW]
+    t_out_c: float = 0.0  # outdoor temperature this tick [degC]
+    e_grid_kwh: float = 0.0
+    e_hvac_kwh: float = 0.0
+    e_pv_kwh: float = 0.0
+    e_batt_loss_kwh: float = 0.0
+    comfort_violation_kh: float = 0.0  # degree-hours outside the band, summed over buildings [K h]
 
 
 class BuildingFleet(Fleet):
     """Buildings with cooling HVAC and, for some, PV and a battery."""
 
     kind = "building"
+    work_names = ("a", "hvac_min", "hvac_max", "hvac_def", "b_def", "tmp")
+    twin_cost_keys = ("e_stored_kwh", "comfort_violation_kh")
 
     def __init__(
         self,
         name: str,
         bus_idx: np.ndarray,
         operator: str,
-        cost_cny_per_kwh: np.ndarray,
+        cost_cny_per_kwh,
         *,
-        p_base_kw: np.ndarray,
+        p_base_kw,
         base_profile: str,
-        p_hvac_max_kw: np.ndarray,
-        cop: np.ndarray,
-        r_k_per_kw: np.ndarray,
-        c_kwh_per_k: np.ndarray,
-        q_internal_kw: np.ndarray,
-        t_set_c: np.ndarray,
-        t_min_c: np.ndarray,
-        t_max_c: np.ndarray,
-        t_in_init_c: np.ndarray,
-        pv_kwp: np.ndarray,
-        batt_cap_kwh: np.ndarray,
-        p_batt_max_kw: np.ndarray,
+        p_hvac_max_kw,
+        cop,
+        r_k_per_kw,
+        c_kwh_per_k,
+        q_internal_kw,
+        t_set_c,
+        t_min_c,
+        t_max_c,
+        t_in_init_c,
+        pv_kwp,
+        batt_cap_kwh,
+        p_batt_max_kw,
         batt_eta: float,
         soc_min: float,
         soc_max: float,
-        soc_init: np.ndarray,
+        soc_init,
         outdoor_profile: str,
         irradiance_profile: str,
         clock_start_h: float,
     ):
         super().__init__(name, bus_idx, operator, cost_cny_per_kwh)
-        n = self.n
-        per_device = self._per_device
-        self.p_base_peak_kw = per_device(p_base_kw)
-        self.p_hvac_max_kw = per_device(p_hvac_max_kw)
-        self.cop = per_device(cop)
-        self.r_k_per_kw = per_device(r_k_per_kw)
-        self.c_kwh_per_k = per_device(c_kwh_per_k)
-        self.q_internal_peak_kw = per_device(q_internal_kw)
-        self.t_set_c = per_device(t_set_c)
-        self.t_min_c = per_device(t_min_c)
-        self.t_max_c = per_device(t_max_c)
-        self.t_in_c = per_device(t_in_init_c)
-        self.pv_kwp = per_device(pv_kwp)
-        self.batt_cap_kwh = per_device(batt_cap_kwh)
-        self.p_batt_max_kw = np.where(self.batt_cap_kwh > 0.0, per_device(p_batt_max_kw), 0.0)
+        p = self._param
+        self.p_base_peak_kw = p(p_base_kw)
+        self.p_hvac_max_kw = p(p_hvac_max_kw)
+        self.cop = p(cop)
+        self.r_k_per_kw = p(r_k_per_kw)
+        self.c_kwh_per_k = p(c_kwh_per_k)
+        self.q_internal_peak_kw = p(q_internal_kw)
+        self.t_set_c = p(t_set_c)
+        self.t_min_c = p(t_min_c)
+        self.t_max_c = p(t_max_c)
+        self.t_in_init_c = p(t_in_init_c)
+        self.pv_kwp = p(pv_kwp)
+        self.batt_cap_kwh = p(batt_cap_kwh)
+        self.p_batt_max_kw = p(np.where(self.batt_cap_kwh > 0.0, np.broadcast_to(p_batt_max_kw, (self.n,)), 0.0))
         self.batt_eta = float(batt_eta)
         self.soc_min = float(soc_min)
         self.soc_max = float(soc_max)
-        self.e_batt_kwh = per_device(soc_init) * self.batt_cap_kwh
+        self.soc_init = p(soc_init)
+        self.e_batt_min_kwh = p(self.soc_min * self.batt_cap_kwh)
+        self.e_batt_max_kwh = p(self.soc_max * self.batt_cap_kwh)
         self.base_profile = get_profile(base_profile)
         self.outdoor = get_profile(outdoor_profile)
         self.irradiance = get_profile(irradiance_profile)
         self.clock_start_h = float(clock_start_h)
-        # Per-tick inputs and component powers [kW].
-        self.t_out_c = 0.0
-        self.p_base_kw = np.zeros(n)
-        self.q_gain_kw = np.zeros(n)
-        self.p_pv_kw = np.zeros(n)
-        self.p_hvac_kw = np.zeros(n)
-        self.p_batt_kw = np.zeros(n)
-        self._parts: dict[str, np.ndarray] = {}
-        # Accounting.
-        self.e_grid_kwh = 0.0
-        self.e_hvac_kwh = 0.0
-        self.e_pv_kwh = 0.0
-        self.e_batt_loss_kwh = 0.0
-        self.comfort_violation_kh = 0.0  # degree-hours outside the band, summed over buildings [K h]
 
-    def _advance(self, t_s: float, dt_s: float) -> None:
+    def initial_state(self) -> BuildingState:
+        n = self.n
+        z = np.zeros
+        return BuildingState(
+            p_kw=z(n), t_in_c=self.t_in_init_c.copy(), e_batt_kwh=self.soc_init * self.batt_cap_kwh,
+            p_base_kw=z(n), q_gain_kw=z(n), p_pv_kw=z(n), p_hvac_kw=z(n), p_batt_kw=z(n),
+        )
+
+    def _advance(self, s: BuildingState, t_s: float, dt_s: float) -> None:
         hod_h = hour_of_day(t_s, self.clock_start_h)
-        occupancy = self.base_profile(hod_h)
-        self.t_out_c = float(self.outdoor(hod_h))
-        self.p_base_kw = self.p_base_peak_kw * occupancy
-        self.q_gain_kw = self.q_internal_peak_kw * occupancy
-        self.p_pv_kw = -self.pv_kwp * self.irradiance(hod_h)
+        occupancy = float(self.base_profile(hod_h))
+        s.t_out_c = float(self.outdoor(hod_h))
+        np.multiply(self.p_base_peak_kw, occupancy, out=s.p_base_kw)
+        np.multiply(self.q_internal_peak_kw, occupancy, out=s.q_gain_kw)
+        np.multiply(self.pv_kwp, -float(self.irradiance(hod_h)), out=s.p_pv_kw)
 
-    def _envelope(self, t_s: float, dt_s: float) -> Envelope:
+    def _hvac_for(self, s: BuildingState, t_target_c: np.ndarray, a: np.ndarray, out: np.ndarray) -> None:
+        p_kw = rc_power_for_temperature(
+            t_target_c, s.t_in_c, s.t_out_c, s.q_gain_kw, self.cop, self.r_k_per_kw, a
+        )
+        np.clip(p_kw, 0.0, self.p_hvac_max_kw, out=out)
+
+    def _envelope(self, s: BuildingState, t_s: float, dt_s: float, ws: Workspace) -> None:
         dt_h = dt_s / S_PER_H
-        a = rc_coefficient(self.r_k_per_kw, self.c_kwh_per_k, dt_h)
-
-        def hvac_for(t_target_c: np.ndarray) -> np.ndarray:
-            p_kw = rc_power_for_temperature(
-                t_target_c, self.t_in_c, self.t_out_c, self.q_gain_kw, self.cop, self.r_k_per_kw, a
-            )
-            return np.clip(p_kw, 0.0, self.p_hvac_max_kw)
-
-        hvac_min_kw = hvac_for(self.t_max_c)
-        hvac_max_kw = hvac_for(self.t_min_c)
-        hvac_def_kw = hvac_for(self.t_set_c)
-        b_min_kw, b_max_kw = battery_power_bounds(
-            self.e_batt_kwh,
-            self.soc_min * self.batt_cap_kwh,
-            self.soc_max * self.batt_cap_kwh,
-            self.p_batt_max_kw,
-            self.p_batt_max_kw,
-            dt_h,
-            self.batt_eta,
+        ws.a[:] = rc_coefficient(self.r_k_per_kw, self.c_kwh_per_k, dt_h)
+        self._hvac_for(s, self.t_max_c, ws.a, ws.hvac_min)
+        self._hvac_for(s, self.t_min_c, ws.a, ws.hvac_max)
+        self._hvac_for(s, self.t_set_c, ws.a, ws.hvac_def)
+        b_min, b_max = battery_power_bounds(
+            s.e_batt_kwh, self.e_batt_min_kwh, self.e_batt_max_kwh, self.p_batt_max_kw, self.p_batt_max_kw,
+            dt_h, self.batt_eta,
         )
+        fixed = ws.tmp
+        np.add(s.p_base_kw, s.p_pv_kw, out=fixed)
         # Default battery: store PV surplus, otherwise hold.
-        surplus_kw = np.maximum(-(self.p_base_kw + hvac_def_kw + self.p_pv_kw), 0.0)
-        b_def_kw = np.minimum(surplus_kw, b_max_kw)
-        fixed_kw = self.p_base_kw + self.p_pv_kw
-        self._parts = {
-            "a": a,
-            "hvac_min": hvac_min_kw,
-            "hvac_max": hvac_max_kw,
-            "hvac_def": hvac_def_kw,
-            "b_min": b_min_kw,
-            "b_max": b_max_kw,
-            "b_def": b_def_kw,
-        }
-        return Envelope(
-            fixed_kw + hvac_min_kw + b_min_kw,
-            fixed_kw + hvac_max_kw + b_max_kw,
-            fixed_kw + hvac_def_kw + b_def_kw,
-        )
+        np.add(fixed, ws.hvac_def, out=ws.b_def)
+        np.negative(ws.b_def, out=ws.b_def)
+        np.clip(ws.b_def, 0.0, b_max, out=ws.b_def)
+        np.add(fixed, ws.hvac_min, out=ws.p_min_kw)
+        ws.p_min_kw += b_min
+        np.add(fixed, ws.hvac_max, out=ws.p_max_kw)
+        ws.p_max_kw += b_max
+        np.add(fixed, ws.hvac_def, out=ws.p_default_kw)
+        ws.p_default_kw += ws.b_def
+        # The battery bounds are kept for the step (the workspace holds them until the next envelope).
+        ws.b_min, ws.b_max = b_min, b_max
 
-    def _integrate(self, p_kw: np.ndarray, t_s: float, dt_h: float) -> None:
-        q = self._parts
-        delta_kw = p_kw - (self.p_base_kw + self.p_pv_kw + q["hvac_def"] + q["b_def"])
+    def _integrate(self, s: BuildingState, p_kw: np.ndarray, t_s: float, dt_h: float, ws: Workspace) -> None:
+        hvac_def, b_def = ws.hvac_def, ws.b_def
+        delta_kw = p_kw - (s.p_base_kw + s.p_pv_kw + hvac_def + b_def)
         down = delta_kw < 0.0
-        room_hvac_kw = np.where(down, q["hvac_def"] - q["hvac_min"], q["hvac_max"] - q["hvac_def"])
-        room_batt_kw = np.where(down, q["b_def"] - q["b_min"], q["b_max"] - q["b_def"])
+        room_hvac_kw = np.where(down, hvac_def - ws.hvac_min, ws.hvac_max - hvac_def)
+        room_batt_kw = np.where(down, b_def - ws.b_min, ws.b_max - b_def)
         d_hvac_kw, d_batt_kw = split_by_room(delta_kw, room_hvac_kw, room_batt_kw)
-        self.p_hvac_kw = np.clip(q["hvac_def"] + d_hvac_kw, q["hvac_min"], q["hvac_max"])
-        self.p_batt_kw = np.clip(q["b_def"] + d_batt_kw, q["b_min"], q["b_max"])
-        self.t_in_c = rc_temperature_step(
-            self.t_in_c, self.t_out_c, self.q_gain_kw, self.p_hvac_kw, self.cop, self.r_k_per_kw, q["a"]
+        np.clip(hvac_def + d_hvac_kw, ws.hvac_min, ws.hvac_max, out=s.p_hvac_kw)
+        np.clip(b_def + d_batt_kw, ws.b_min, ws.b_max, out=s.p_batt_kw)
+        s.t_in_c[:] = rc_temperature_step(
+            s.t_in_c, s.t_out_c, s.q_gain_kw, s.p_hvac_kw, self.cop, self.r_k_per_kw, ws.a
         )
-        self.e_batt_kwh = battery_energy_step(self.e_batt_kwh, self.p_batt_kw, dt_h, self.batt_eta)
-        out_of_band_k = np.maximum(self.t_in_c - self.t_max_c, 0.0) + np.maximum(self.t_min_c - self.t_in_c, 0.0)
-        self.comfort_violation_kh += float(out_of_band_k.sum() * dt_h)
-        self.e_grid_kwh += float(p_kw.sum() * dt_h)
-        self.e_hvac_kwh += float(self.p_hvac_kw.sum() * dt_h)
-        self.e_pv_kwh += float(-self.p_pv_kw.sum() * dt_h)
-        self.e_batt_loss_kwh += float(battery_loss_kwh(self.p_batt_kw, dt_h, self.batt_eta).sum())
+        s.e_batt_kwh[:] = battery_energy_step(s.e_batt_kwh, s.p_batt_kw, dt_h, self.batt_eta)
+        out_of_band_k = np.maximum(s.t_in_c - self.t_max_c, 0.0) + np.maximum(self.t_min_c - s.t_in_c, 0.0)
+        s.comfort_violation_kh += float(out_of_band_k.sum()) * dt_h
+        s.e_grid_kwh += float(p_kw.sum()) * dt_h
+        s.e_hvac_kwh += float(s.p_hvac_kw.sum()) * dt_h
+        s.e_pv_kwh += float(-s.p_pv_kw.sum()) * dt_h
+        s.e_batt_loss_kwh += float(battery_loss_kwh(s.p_batt_kw, dt_h, self.batt_eta).sum())
 
-    def tick_metrics(self) -> dict[str, float]:
+    def tick_metrics(self, s: BuildingState) -> dict[str, float]:
         if not self.n:
             return {"t_in_mean_c": float("nan"), "t_in_max_c": float("nan")}
-        return {"t_in_mean_c": float(self.t_in_c.mean()), "t_in_max_c": float(self.t_in_c.max())}
+        return {"t_in_mean_c": float(s.t_in_c.mean()), "t_in_max_c": float(s.t_in_c.max())}
 
-    def summary(self) -> dict[str, float]:
+    def summary(self, s: BuildingState) -> dict[str, float]:
         return {
             "n_devices": self.n,
             "n_with_pv": int((self.pv_kwp > 0.0).sum()),
             "n_with_battery": int((self.batt_cap_kwh > 0.0).sum()),
-            "e_grid_kwh": self.e_grid_kwh,
-            "e_hvac_kwh": self.e_hvac_kwh,
-            "e_pv_kwh": self.e_pv_kwh,
-            "e_battery_loss_kwh": self.e_batt_loss_kwh,
-            "comfort_violation_kh": self.comfort_violation_kh,
+            "e_stored_kwh": float(s.e_batt_kwh.sum()),
+            "e_grid_kwh": s.e_grid_kwh,
+            "e_hvac_kwh": s.e_hvac_kwh,
+            "e_pv_kwh": s.e_pv_kwh,
+            "e_battery_loss_kwh": s.e_batt_loss_kwh,
+            "comfort_violation_kh": s.comfort_violation_kh,
         }
+
+
+# --- scenario configuration and construction -------------------------------------------------
+
+
+class BuildingFleetConfig(FleetConfigBase):
+    """Commercial buildings (``parameters`` names a set; any field below overrides it)."""
+
+    kind: Literal["building"]
+    parameters: str = "office_mid"
+    p_base_kw: PositiveFloat | None = Field(None, description="peak non-flexible load [kW]")
+    p_hvac_max_kw: NonNegativeFloat | None = Field(None, description="HVAC electrical rating [kW]")
+    cop: PositiveFloat | None = Field(None, description="cooling coefficient of performance [-]")
+    r_k_per_kw: PositiveFloat | None = Field(None, description="envelope thermal resistance [K/kW]")
+    c_kwh_per_k: PositiveFloat | None = Field(None, description="thermal capacitance [kWh/K]")
+    t_set_c: Annotated[float, Field(allow_inf_nan=False)] | None = Field(None, description="thermostat setpoint [degC]")
+    t_min_c: Annotated[float, Field(allow_inf_nan=False)] | None = Field(None, description="comfort band low [degC]")
+    t_max_c: Annotated[float, Field(allow_inf_nan=False)] | None = Field(None, description="comfort band high [degC]")
+    pv_share: Fraction = Field(0.0, description="share of buildings with PV [-]")
+    pv_kwp: NonNegativeFloat | None = Field(None, description="PV peak power of a building with PV [kWp]")
+    battery_share: Fraction = Field(0.0, description="share of buildings with a battery [-]")
+    batt_cap_kwh: PositiveFloat | None = Field(None, description="battery capacity [kWh]")
+    p_batt_max_kw: PositiveFloat | None = Field(None, description="battery power limit [kW]")
+    soc_min: Fraction = 0.1
+    soc_max: Fraction = 0.95
+    soc_init: Fraction = 0.6
+    size_spread: Fraction = Field(0.3, description="+/- spread of building size around the parameter set [-]")
+    outdoor_profile: str = "shenzhen_summer_temp_c"
+    irradiance_profile: str = "pv_shenzhen_mean"
+
+    @field_validator("parameters")
+    @classmethod
+    def _params(cls, v: str) -> str:
+        return one_of(v, BUILDING_PARAMETERS, "parameters")
+
+    @field_validator("outdoor_profile", "irradiance_profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        return one_of(v, PROFILES, "profile")
+
+    def resolved(self) -> BuildingParameters:
+        """The parameter set with this configuration's overrides applied."""
+        names = ("p_base_kw", "p_hvac_max_kw", "cop", "r_k_per_kw", "c_kwh_per_k", "t_set_c", "t_min_c", "t_max_c",
+                 "pv_kwp", "batt_cap_kwh", "p_batt_max_kw")
+        return replace(BUILDING_PARAMETERS[self.parameters],
+                       **{k: getattr(self, k) for k in names if getattr(self, k) is not None})
+
+    @model_validator(mode="after")
+    def _check(self):
+        p = self.resolved()
+        if not p.t_min_c <= p.t_set_c <= p.t_max_c or p.t_min_c >= p.t_max_c:
+            raise ValueError(
+                f"need t_min_c <= t_set_c <= t_max_c with t_min_c < t_max_c; got {p.t_min_c}, {p.t_set_c}, {p.t_max_c}"
+            )
+        if self.soc_min >= self.soc_max:
+            raise ValueError(f"soc_min ({self.soc_min}) must be below soc_max ({self.soc_max})")
+        if not self.soc_min <= self.soc_init <= self.soc_max:
+            raise ValueError(f"soc_init ({self.soc_init}) must lie in [soc_min, soc_max] = [{self.soc_min}, {self.soc_max}]")
+        return self
+
+
+def build_building_fleet(cfg: BuildingFleetConfig, rng: np.random.Generator, bus_idx: np.ndarray,
+                         time) -> BuildingFleet:
+    """A building fleet from its configuration; sizes, PV and batteries drawn from ``rng``."""
+    p = cfg.resolved()
+    n = cfg.n_devices
+    size = 1.0 + rng.uniform(-cfg.size_spread, cfg.size_spread, size=n)
+    has_pv = rng.random(n) < cfg.pv_share
+    has_batt = rng.random(n) < cfg.battery_share
+    t_in_init_c = np.clip(p.t_set_c + rng.uniform(-0.5, 0.5, size=n), p.t_min_c, p.t_max_c)
+    return BuildingFleet(
+        cfg.name, bus_idx, cfg.operator, cfg.cost_cny_per_kwh,
+        p_base_kw=p.p_base_kw * size, base_profile=p.base_profile, p_hvac_max_kw=p.p_hvac_max_kw * size,
+        cop=p.cop, r_k_per_kw=p.r_k_per_kw / size, c_kwh_per_k=p.c_kwh_per_k * size,
+        q_internal_kw=p.q_internal_kw * size, t_set_c=p.t_set_c, t_min_c=p.t_min_c, t_max_c=p.t_max_c,
+        t_in_init_c=t_in_init_c, pv_kwp=p.pv_kwp * size * has_pv, batt_cap_kwh=p.batt_cap_kwh * size * has_batt,
+        p_batt_max_kw=p.p_batt_max_kw * size, batt_eta=p.batt_eta, soc_min=cfg.soc_min, soc_max=cfg.soc_max,
+        soc_init=cfg.soc_init, outdoor_profile=cfg.outdoor_profile, irradiance_profile=cfg.irradiance_profile,
+        clock_start_h=time.clock_start_h,
+    )
+
+
+SPEC = KindSpec(
+    name="building", fleet=BuildingFleet, config=BuildingFleetConfig, build=build_building_fleet,
+    parameter_sets=BUILDING_PARAMETERS, parameter_field="parameters",
+    describe=lambda p: f"building; {p.source}",
+)

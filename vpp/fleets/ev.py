@@ -2,37 +2,49 @@
 
 A device is a charger; the vehicles it serves over the run are drawn up front
 as a session table of shape ``(n_chargers, n_sessions_max)`` (arrival,
-departure, battery capacity, energy at arrival, energy needed). During the run
-each charger holds at most one session at a time; a pointer per charger walks
-its sessions. Everything is array work: no object per vehicle.
+departure, battery capacity, energy at arrival, energy needed, the vehicle's
+peak acceptance). During the run each charger holds at most one session at a
+time; a pointer per charger walks its sessions. Everything is array work: no
+object per vehicle.
+
+Charging power is the lower of the pile's rating and the vehicle's acceptance,
+which tapers with state of charge (CC-CV: flat to ~55 % SoC, about a third of
+peak by 80 %, far lower near full; :func:`vpp.fleets.kernels.taper_energy_kwh`
+integrates it in closed form). An e-bike cabinet's session is the batch of
+rider batteries charging in its compartments at once.
 
 Timing within a tick: a session is plugged in at the first tick whose end lies
 after its arrival and leaves at the first tick start at or after its
-departure; its power in each tick is limited by the fraction of the tick it is
-actually present, so energy is exact for any tick length. One session per
-charger per tick: a vehicle arriving in the same tick as its predecessor left
-waits for the next tick (an artefact that shrinks with ``dt_s``).
+departure; its energy in each tick is limited to what it can take in the
+fraction of the tick it is actually present, so energy is exact for any tick
+length. One session per charger per tick: a vehicle arriving in the same tick
+as its predecessor left waits for the next tick (an artefact that shrinks with
+``dt_s``).
 
 Flexibility comes from laxity: a session may be slowed down as long as its
-remaining energy can still be delivered at full power before departure; a V2G
-charger may discharge down to ``soc_v2g_min`` when its session has slack to
-spare. Default (no-call) behaviour is uncontrolled charging at full power.
-Energy still missing at departure is recorded as unmet, never hidden.
+remaining energy can still be delivered at full (tapered) power before
+departure; a V2G charger may discharge down to ``soc_v2g_min`` what the
+session can still win back. Default (no-call) behaviour is uncontrolled
+charging at full power. Energy still missing at departure is recorded as
+unmet, never hidden.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from vpp.fleets.base import Envelope, Fleet
-from vpp.fleets.kernels import battery_energy_step, battery_loss_kwh
-from vpp.fleets.parameters import ChargerParameters
+from vpp.fleets.base import Fleet, FleetState, KindSpec, Workspace, frozen
+from vpp.fleets.config import Efficiency, FleetConfigBase, Fraction, NonNegativeFloat, PositiveFloat, one_of
+from vpp.fleets.kernels import taper_energy_kwh, taper_start_kwh
+from vpp.fleets.parameters import CHARGER_PARAMETERS, ChargerParameters
 from vpp.profiles import get_profile
 from vpp.units import H_PER_DAY, S_PER_H
 
-__all__ = ["SessionTable", "draw_sessions", "EVFleet"]
+__all__ = ["SessionTable", "draw_sessions", "EVFleet", "EVState", "EVFleetConfig", "build_ev_fleet", "SPEC"]
 
 _E_TOL_KWH = 1e-6  # a session counts as unmet above this remaining energy [kWh]
 
@@ -41,7 +53,7 @@ _E_TOL_KWH = 1e-6  # a session counts as unmet above this remaining energy [kWh]
 class SessionTable:
     """Charging sessions per charger, sorted by arrival; unused slots have ``arrival_s = inf``.
 
-    All arrays have shape ``(n_chargers, n_sessions_max)``.
+    All arrays have shape ``(n_chargers, n_sessions_max)`` and are read-only.
     """
 
     arrival_s: np.ndarray  # plug-in time [s since scenario start]
@@ -49,11 +61,26 @@ class SessionTable:
     cap_kwh: np.ndarray  # vehicle battery capacity [kWh]
     e_arrival_kwh: np.ndarray  # stored energy at plug-in [kWh]
     e_need_kwh: np.ndarray  # energy the driver asks for, battery side [kWh]
+    p_accept_kw: np.ndarray  # the vehicle's peak charging acceptance, grid side [kW]
+
+    def __post_init__(self) -> None:
+        for name in ("arrival_s", "departure_s", "cap_kwh", "e_arrival_kwh", "e_need_kwh", "p_accept_kw"):
+            a = np.array(getattr(self, name), dtype=float)
+            a.flags.writeable = False
+            object.__setattr__(self, name, a)
 
     @property
     def n_sessions(self) -> int:
         """Number of real (finite-arrival) sessions in the table."""
         return int(np.isfinite(self.arrival_s).sum())
+
+
+def _mixture(rng: np.random.Generator, mix, shape) -> np.ndarray:
+    """Draws from a mixture of uniform ranges ``((share, lo, hi), ...)``."""
+    mix = np.asarray(mix, dtype=float).reshape(-1, 3)
+    comp = rng.choice(mix.shape[0], size=shape, p=mix[:, 0] / mix[:, 0].sum())
+    lo, hi = mix[comp, 1], mix[comp, 2]
+    return lo + (hi - lo) * rng.random(size=shape)
 
 
 def draw_sessions(
@@ -67,7 +94,8 @@ def draw_sessions(
 
     Sessions per charger per day are Poisson(``sessions_per_day``); arrival
     hours follow the named arrival profile; dwell time and energy need are
-    lognormal with the given means; sessions on one charger never overlap and
+    lognormal with the given means; the vehicle's peak acceptance comes from
+    the parameter set's mixture; sessions on one charger never overlap and
     keep ``gap_min_h`` between them. Days start one day before the run so that
     vehicles already plugged in at ``t = 0`` exist; they arrive with the energy
     they would have received by then under uncontrolled charging.
@@ -98,6 +126,7 @@ def draw_sessions(
     e_need_kwh = lognormal(params.e_need_mean_kwh, params.e_need_sigma)
     cap_kwh = rng.uniform(*params.cap_kwh, size=shape)
     soc_arrival = rng.uniform(*params.soc_arrival, size=shape)
+    p_accept_kw = _mixture(rng, params.p_accept_kw, shape)
 
     # Sessions on one charger queue behind each other: a loop over session
     # slots (a few dozen at most), each step vectorised over all chargers.
@@ -114,141 +143,237 @@ def draw_sessions(
 
     e_arrival_kwh = soc_arrival * cap_kwh
     e_need_kwh = np.clip(e_need_kwh, 0.0, np.maximum(params.soc_max * cap_kwh - e_arrival_kwh, 0.0))
-    # Vehicles plugged in before t = 0 have charged uncontrolled since arrival.
+    # Vehicles plugged in before t = 0 have charged uncontrolled (at the tapered full power) since arrival.
     ongoing = (arrival_s < 0.0) & (departure_s > 0.0)
-    e_pre_kwh = np.where(
-        ongoing, np.minimum(e_need_kwh, params.eta * p_rated_kw[:, None] * (-arrival_s) / S_PER_H), 0.0
+    before_h = np.where(ongoing, -arrival_s / S_PER_H, 0.0)
+    e_pre_kwh = np.minimum(
+        e_need_kwh,
+        taper_energy_kwh(e_arrival_kwh, cap_kwh, p_rated_kw[:, None], p_accept_kw, params.eta, before_h,
+                         params.taper_soc, params.taper_frac),
     )
     e_arrival_kwh = e_arrival_kwh + e_pre_kwh
     e_need_kwh = e_need_kwh - e_pre_kwh
-    return SessionTable(arrival_s, departure_s, cap_kwh, e_arrival_kwh, e_need_kwh)
+    return SessionTable(arrival_s, departure_s, cap_kwh, e_arrival_kwh, e_need_kwh, p_accept_kw)
+
+
+@dataclass(slots=True)
+class EVState(FleetState):
+    """What changes in an EV fleet: the session each charger holds and the run's accounting."""
+
+    k: np.ndarray  # pointer to each charger's current-or-next session [-]
+    plugged: np.ndarray  # a vehicle is plugged in [bool]
+    e_kwh: np.ndarray  # energy stored in the plugged vehicle [kWh]
+    e_target_kwh: np.ndarray  # energy the session must reach by departure [kWh]
+    cap_kwh: np.ndarray  # plugged vehicle's battery capacity [kWh]
+    p_accept_kw: np.ndarray  # plugged vehicle's peak acceptance [kW]
+    t_arrival_s: np.ndarray  # plugged session's arrival [s]
+    t_departure_s: np.ndarray  # plugged session's departure [s]
+    e_grid_kwh: float = 0.0  # energy drawn from the grid [kWh] (V2G export negative)
+    e_to_vehicles_kwh: float = 0.0  # net energy stored in vehicles [kWh]
+    e_loss_kwh: float = 0.0  # conversion losses [kWh]
+    e_unmet_kwh: float = 0.0  # energy missing at departure [kWh]
+    n_departed: int = 0
+    n_unmet: int = 0
+    n_arrived: int = 0
 
 
 class EVFleet(Fleet):
     """Chargers of one type, their sessions, and (for a share of them) V2G."""
 
     kind = "ev"
+    work_names = ("frac", "e_rem", "e_acc", "e_start", "tmp", "tmp2")
+    twin_cost_keys = ("e_unmet_kwh", "n_sessions_unmet", "e_pending_at_end_kwh", "e_to_vehicles_kwh")
 
     def __init__(
         self,
         name: str,
         bus_idx: np.ndarray,
         operator: str,
-        cost_cny_per_kwh: np.ndarray,
-        p_rated_kw: np.ndarray,
+        cost_cny_per_kwh,
+        p_rated_kw,
         eta: float,
-        v2g: np.ndarray,
+        v2g,
         soc_v2g_min: float,
         sessions: SessionTable,
+        taper_soc: tuple[float, ...] = (0.0, 1.0),
+        taper_frac: tuple[float, ...] = (1.0, 1.0),
     ):
         super().__init__(name, bus_idx, operator, cost_cny_per_kwh)
         n = self.n
-        self.p_rated_kw = np.broadcast_to(np.asarray(p_rated_kw, dtype=float), (n,)).copy()
+        self.p_rated_kw = self._param(p_rated_kw)
         self.eta = float(eta)
-        self.v2g = np.broadcast_to(np.asarray(v2g, dtype=bool), (n,)).copy()
+        self.v2g = self._param(v2g, bool)
         self.soc_v2g_min = float(soc_v2g_min)
+        self.taper_soc = tuple(float(x) for x in taper_soc)
+        self.taper_frac = tuple(float(x) for x in taper_frac)
         if sessions.arrival_s.shape[0] != n:
             raise ValueError(f"fleet {name!r}: session table has {sessions.arrival_s.shape[0]} rows, expected {n}")
         self.sessions = sessions
         self.k_max = sessions.arrival_s.shape[1]
-        # Pointer to each charger's current-or-next session; sessions over before t = 0 are skipped.
-        self.k = (sessions.departure_s <= 0.0).sum(axis=1).astype(np.int64)
-        self.plugged = np.zeros(n, dtype=bool)
-        self.e_kwh = np.zeros(n)
-        self.e_target_kwh = np.zeros(n)
-        self.cap_kwh = np.ones(n)
-        self.t_arrival_s = np.zeros(n)
-        self.t_departure_s = np.zeros(n)
-        # Accounting, fleet-wide [kWh] and session counts.
-        self.e_grid_kwh = 0.0
-        self.e_to_vehicles_kwh = 0.0
-        self.e_loss_kwh = 0.0
-        self.e_unmet_kwh = 0.0
-        self.n_departed = 0
-        self.n_unmet = 0
-        self.n_arrived = 0
+        # Sessions over before t = 0 are skipped.
+        self._k0 = frozen((sessions.departure_s <= 0.0).sum(axis=1), n, np.int64)
 
-    def _advance(self, t_s: float, dt_s: float) -> None:
-        leaving = self.plugged & (self.t_departure_s <= t_s)
+    def initial_state(self) -> EVState:
+        n = self.n
+        return EVState(
+            p_kw=np.zeros(n), k=self._k0.copy(), plugged=np.zeros(n, dtype=bool), e_kwh=np.zeros(n),
+            e_target_kwh=np.zeros(n), cap_kwh=np.ones(n), p_accept_kw=np.zeros(n), t_arrival_s=np.zeros(n),
+            t_departure_s=np.zeros(n),
+        )
+
+    def _advance(self, s: EVState, t_s: float, dt_s: float) -> None:
+        leaving = s.plugged & (s.t_departure_s <= t_s)
         if leaving.any():
-            rem_kwh = np.maximum(self.e_target_kwh[leaving] - self.e_kwh[leaving], 0.0)
-            self.e_unmet_kwh += float(rem_kwh.sum())
-            self.n_unmet += int((rem_kwh > _E_TOL_KWH).sum())
-            self.n_departed += int(leaving.sum())
-            self.plugged[leaving] = False
-            self.k[leaving] += 1
-        idx = np.flatnonzero(~self.plugged & (self.k < self.k_max))
+            rem_kwh = np.maximum(s.e_target_kwh[leaving] - s.e_kwh[leaving], 0.0)
+            s.e_unmet_kwh += float(rem_kwh.sum())
+            s.n_unmet += int((rem_kwh > _E_TOL_KWH).sum())
+            s.n_departed += int(leaving.sum())
+            s.plugged[leaving] = False
+            s.k[leaving] += 1
+        idx = np.flatnonzero(~s.plugged & (s.k < self.k_max))
         if idx.size == 0:
             return
-        k = self.k[idx]
-        s = self.sessions
-        arriving = s.arrival_s[idx, k] < t_s + dt_s
+        k = s.k[idx]
+        tab = self.sessions
+        arriving = tab.arrival_s[idx, k] < t_s + dt_s
         idx, k = idx[arriving], k[arriving]
-        self.plugged[idx] = True
-        self.t_arrival_s[idx] = s.arrival_s[idx, k]
-        self.t_departure_s[idx] = s.departure_s[idx, k]
-        self.cap_kwh[idx] = s.cap_kwh[idx, k]
-        self.e_kwh[idx] = s.e_arrival_kwh[idx, k]
+        s.plugged[idx] = True
+        s.t_arrival_s[idx] = tab.arrival_s[idx, k]
+        s.t_departure_s[idx] = tab.departure_s[idx, k]
+        s.cap_kwh[idx] = tab.cap_kwh[idx, k]
+        s.p_accept_kw[idx] = tab.p_accept_kw[idx, k]
+        s.e_kwh[idx] = tab.e_arrival_kwh[idx, k]
         # min() absorbs round-off when a session asks for a completely full battery.
-        self.e_target_kwh[idx] = np.minimum(s.e_arrival_kwh[idx, k] + s.e_need_kwh[idx, k], s.cap_kwh[idx, k])
-        self.n_arrived += int(idx.size)
+        s.e_target_kwh[idx] = np.minimum(tab.e_arrival_kwh[idx, k] + tab.e_need_kwh[idx, k], tab.cap_kwh[idx, k])
+        s.n_arrived += int(idx.size)
 
-    def _envelope(self, t_s: float, dt_s: float) -> Envelope:
+    def _envelope(self, s: EVState, t_s: float, dt_s: float, ws: Workspace) -> None:
         dt_h = dt_s / S_PER_H
         t_end_s = t_s + dt_s
-        present = np.minimum(self.t_departure_s, t_end_s) - np.maximum(self.t_arrival_s, t_s)
-        frac = np.where(self.plugged, np.clip(present / dt_s, 0.0, 1.0), 0.0)
-        e_rem_kwh = np.where(self.plugged, np.maximum(self.e_target_kwh - self.e_kwh, 0.0), 0.0)
-        p_cap_kw = self.p_rated_kw * frac
-        p_max_kw = np.minimum(p_cap_kw, e_rem_kwh / (self.eta * dt_h))
-        # Energy deliverable at full power after this tick, before departure [kWh, battery side].
-        e_later_kwh = self.eta * self.p_rated_kw * np.maximum(self.t_departure_s - t_end_s, 0.0) / S_PER_H
-        p_must_kw = np.clip((e_rem_kwh - e_later_kwh) / (self.eta * dt_h), 0.0, p_max_kw)
-        # V2G: discharge only what the session's slack can win back, and not below soc_v2g_min.
-        slack_kwh = np.maximum(e_later_kwh - e_rem_kwh, 0.0)
-        above_floor_kwh = np.maximum(self.e_kwh - self.soc_v2g_min * self.cap_kwh, 0.0)
-        p_dis_kw = np.where(
-            self.v2g & self.plugged,
-            np.minimum(p_cap_kw, np.minimum(slack_kwh, above_floor_kwh) * self.eta / dt_h),
-            0.0,
-        )
-        p_min_kw = np.where(p_must_kw > 0.0, p_must_kw, -p_dis_kw)
-        return Envelope(p_min_kw, p_max_kw, p_max_kw.copy())
+        eta = self.eta
+        frac, e_rem, e_acc, e_start, tmp, tmp2 = ws.frac, ws.e_rem, ws.e_acc, ws.e_start, ws.tmp, ws.tmp2
+        p_min, p_max, p_def = ws.p_min_kw, ws.p_max_kw, ws.p_default_kw
+        # Fraction of the tick the vehicle is present [-] (0 where nothing is plugged).
+        np.minimum(s.t_departure_s, t_end_s, out=frac)
+        np.maximum(s.t_arrival_s, t_s, out=tmp)
+        np.subtract(frac, tmp, out=frac)
+        np.multiply(frac, 1.0 / dt_s, out=frac)
+        np.clip(frac, 0.0, 1.0, out=frac)
+        np.multiply(frac, s.plugged, out=frac)
+        # Energy still needed [kWh, battery side].
+        np.subtract(s.e_target_kwh, s.e_kwh, out=e_rem)
+        np.maximum(e_rem, 0.0, out=e_rem)
+        np.multiply(e_rem, s.plugged, out=e_rem)
+        # The most the vehicle takes in the time it is present (rating and tapered acceptance).
+        np.multiply(frac, dt_h, out=tmp)
+        taper_energy_kwh(s.e_kwh, s.cap_kwh, self.p_rated_kw, s.p_accept_kw, eta, tmp,
+                         self.taper_soc, self.taper_frac, out=e_acc)
+        np.minimum(e_acc, e_rem, out=e_acc)
+        np.multiply(e_acc, 1.0 / (eta * dt_h), out=p_max)
+        # Laxity: the lowest level from which charging at full power after this tick, until
+        # departure, still reaches the target [kWh]. Charging less than that now is not allowed;
+        # a V2G vehicle may discharge down to it.
+        np.subtract(s.t_departure_s, t_end_s, out=tmp)
+        np.maximum(tmp, 0.0, out=tmp)
+        np.multiply(tmp, 1.0 / S_PER_H, out=tmp)
+        taper_start_kwh(s.e_target_kwh, s.cap_kwh, self.p_rated_kw, s.p_accept_kw, eta, tmp,
+                        self.taper_soc, self.taper_frac, out=e_start)
+        np.subtract(e_start, s.e_kwh, out=tmp)  # energy that must go in this tick [kWh]
+        np.multiply(tmp, s.plugged, out=tmp)
+        np.multiply(tmp, 1.0 / (eta * dt_h), out=p_min)
+        np.clip(p_min, 0.0, p_max, out=p_min)
+        # V2G: discharge only what the session can win back and not below soc_v2g_min.
+        np.multiply(s.cap_kwh, self.soc_v2g_min, out=tmp2)
+        np.maximum(e_start, tmp2, out=tmp2)  # lowest level the battery may reach now [kWh]
+        np.subtract(s.e_kwh, tmp2, out=tmp2)
+        np.maximum(tmp2, 0.0, out=tmp2)
+        np.multiply(tmp2, eta / dt_h, out=tmp2)  # [kW] grid side
+        np.multiply(frac, self.p_rated_kw, out=tmp)
+        np.minimum(tmp2, tmp, out=tmp2)
+        np.multiply(tmp2, self.v2g, out=tmp2)
+        # A session with energy that must go in now cannot discharge.
+        np.copyto(p_min, -tmp2, where=p_min <= 0.0)
+        np.copyto(p_def, p_max)
 
-    def _integrate(self, p_kw: np.ndarray, t_s: float, dt_h: float) -> None:
-        e_new = battery_energy_step(self.e_kwh, p_kw, dt_h, self.eta)
-        # Never past the need: the bound already ensures it, this absorbs float round-off.
-        e_new = np.where(p_kw > 0.0, np.minimum(e_new, self.e_target_kwh), e_new)
-        self.e_to_vehicles_kwh += float((e_new - self.e_kwh).sum())
-        self.e_loss_kwh += float(battery_loss_kwh(p_kw, dt_h, self.eta).sum())
-        self.e_grid_kwh += float(p_kw.sum() * dt_h)
-        self.e_kwh = e_new
+    def _integrate(self, s: EVState, p_kw: np.ndarray, t_s: float, dt_h: float, ws: Workspace) -> None:
+        eta = self.eta
+        d_e = ws.tmp  # stored energy change [kWh]
+        np.multiply(p_kw, eta * dt_h, out=d_e)
+        np.multiply(p_kw, dt_h / eta, out=ws.tmp2, where=p_kw < 0.0)
+        np.copyto(d_e, ws.tmp2, where=p_kw < 0.0)
+        e_before = float(s.e_kwh.sum())
+        np.add(s.e_kwh, d_e, out=s.e_kwh)
+        # Never past the target: the bound already ensures it, this absorbs float round-off.
+        np.minimum(s.e_kwh, np.maximum(s.e_target_kwh, s.e_kwh - d_e), out=s.e_kwh)
+        e_delta = float(s.e_kwh.sum()) - e_before
+        e_grid = float(p_kw.sum()) * dt_h
+        s.e_to_vehicles_kwh += e_delta
+        s.e_loss_kwh += e_grid - e_delta
+        s.e_grid_kwh += e_grid
 
-    @property
-    def soc(self) -> np.ndarray:
+    def soc(self, s: EVState) -> np.ndarray:
         """State of charge of the plugged vehicle [-] (NaN where no vehicle is plugged)."""
-        return np.where(self.plugged, self.e_kwh / self.cap_kwh, np.nan)
+        return np.where(s.plugged, s.e_kwh / s.cap_kwh, np.nan)
 
-    def tick_metrics(self) -> dict[str, float]:
-        n_plugged = int(self.plugged.sum())
-        return {
-            "n_plugged": float(n_plugged),
-            "e_unmet_kwh": self.e_unmet_kwh,
-        }
+    def tick_metrics(self, s: EVState) -> dict[str, float]:
+        return {"n_plugged": float(s.plugged.sum()), "e_unmet_kwh": s.e_unmet_kwh}
 
-    def summary(self) -> dict[str, float]:
-        pending_kwh = np.where(self.plugged, np.maximum(self.e_target_kwh - self.e_kwh, 0.0), 0.0)
+    def summary(self, s: EVState) -> dict[str, float]:
+        pending_kwh = np.where(s.plugged, np.maximum(s.e_target_kwh - s.e_kwh, 0.0), 0.0)
         return {
             "n_devices": self.n,
             "n_v2g": int(self.v2g.sum()),
             "p_rated_total_kw": float(self.p_rated_kw.sum()),
-            "n_sessions_arrived": self.n_arrived,
-            "n_sessions_departed": self.n_departed,
-            "n_sessions_unmet": self.n_unmet,
-            "e_unmet_kwh": self.e_unmet_kwh,
-            "n_sessions_plugged_at_end": int(self.plugged.sum()),
+            "n_sessions_arrived": s.n_arrived,
+            "n_sessions_departed": s.n_departed,
+            "n_sessions_unmet": s.n_unmet,
+            "e_unmet_kwh": s.e_unmet_kwh,
+            "n_sessions_plugged_at_end": int(s.plugged.sum()),
             "e_pending_at_end_kwh": float(pending_kwh.sum()),
-            "e_grid_kwh": self.e_grid_kwh,
-            "e_to_vehicles_kwh": self.e_to_vehicles_kwh,
-            "e_loss_kwh": self.e_loss_kwh,
+            "e_grid_kwh": s.e_grid_kwh,
+            "e_to_vehicles_kwh": s.e_to_vehicles_kwh,
+            "e_loss_kwh": s.e_loss_kwh,
         }
+
+
+# --- scenario configuration and construction -------------------------------------------------
+
+
+class EVFleetConfig(FleetConfigBase):
+    """Chargers of one type (``charger`` names a parameter set; any field below overrides it)."""
+
+    kind: Literal["ev"]
+    charger: str = "ac_pile"
+    p_rated_kw: PositiveFloat | None = Field(None, description="charger rating [kW]")
+    eta: Efficiency | None = Field(None, description="charging efficiency [-]")
+    sessions_per_day: NonNegativeFloat | None = Field(None, description="mean sessions per charger per day [1/day]")
+    dwell_mean_h: PositiveFloat | None = Field(None, description="mean plug-in duration [h]")
+    e_need_mean_kwh: PositiveFloat | None = Field(None, description="mean energy requested per session [kWh]")
+    v2g_share: Fraction = Field(0.0, description="share of chargers that can discharge (V2G) [-]")
+    soc_v2g_min: Fraction = Field(0.3, description="V2G never discharges a vehicle below this SoC [-]")
+
+    @field_validator("charger")
+    @classmethod
+    def _charger(cls, v: str) -> str:
+        return one_of(v, CHARGER_PARAMETERS, "charger")
+
+
+def build_ev_fleet(cfg: EVFleetConfig, rng: np.random.Generator, bus_idx: np.ndarray, time) -> EVFleet:
+    """An EV fleet from its configuration; sessions drawn from ``rng``."""
+    overrides = ("p_rated_kw", "eta", "sessions_per_day", "dwell_mean_h", "e_need_mean_kwh")
+    params = replace(
+        CHARGER_PARAMETERS[cfg.charger], **{k: getattr(cfg, k) for k in overrides if getattr(cfg, k) is not None}
+    )
+    n = cfg.n_devices
+    p_rated_kw = np.full(n, params.p_rated_kw)
+    v2g = rng.random(n) < cfg.v2g_share
+    sessions = draw_sessions(rng, params, p_rated_kw, time.duration_s, time.clock_start_h)
+    return EVFleet(cfg.name, bus_idx, cfg.operator, cfg.cost_cny_per_kwh, p_rated_kw, params.eta, v2g,
+                   cfg.soc_v2g_min, sessions, params.taper_soc, params.taper_frac)
+
+
+SPEC = KindSpec(
+    name="ev", fleet=EVFleet, config=EVFleetConfig, build=build_ev_fleet,
+    parameter_sets=CHARGER_PARAMETERS, parameter_field="charger",
+    describe=lambda p: f"{p.p_rated_kw:g} kW; {p.source}",
+)

@@ -1,4 +1,9 @@
-"""KPIs of a run, computed from the recorder's arrays and the fleets' own accounting."""
+"""KPIs of a run, computed from the recorder's arrays and the fleets' own accounting.
+
+Every delivery figure here is measured against the no-call twin (see
+:mod:`vpp.metrics.delivery`); without a twin it is ``None`` (unknown), never
+estimated.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,12 @@ import numpy as np
 import pandas as pd
 
 from vpp.dr import DRCall
-from vpp.fleets.base import Fleet
+from vpp.metrics.columns import call_col, call_kind_col
 from vpp.units import S_PER_H
 
-__all__ = ["call_kpis", "grid_kpis", "summarize"]
+__all__ = ["call_kpis", "grid_kpis", "grid_window", "summarize"]
 
-_SHORTFALL_TOL = 0.99  # a tick counts as short when it delivers below 99 % of the request
+_TRACK_FRACTION = 0.9  # time_to_90pct_s: first tick whose delivery reaches this share of the request
 
 
 def _f(x) -> float | None:
@@ -22,53 +27,112 @@ def _f(x) -> float | None:
     return None if not np.isfinite(x) else x
 
 
-def call_kpis(ts: pd.DataFrame, call: DRCall, dt_s: float, response=None) -> dict[str, Any]:
-    """Requested and delivered energy and power of one call over the ticks run."""
-    req = ts[f"dr_{call.call_id}_requested_kw"].to_numpy()
-    dlv = ts[f"dr_{call.call_id}_delivered_kw"].to_numpy()
-    active = req > 0.0
+def _nanmin(x: np.ndarray) -> float | None:
+    return _f(np.nanmin(x)) if np.isfinite(x).any() else None
+
+
+def _nanmax(x: np.ndarray) -> float | None:
+    return _f(np.nanmax(x)) if np.isfinite(x).any() else None
+
+
+def grid_window(ts: pd.DataFrame, rows: np.ndarray) -> dict[str, Any] | None:
+    """Worst voltage and the highest line and transformer loading over ``rows``, with and without the calls."""
+    if not rows.any() or "vm_min_pu" not in ts or not np.isfinite(ts["vm_min_pu"].to_numpy()[rows]).any():
+        return None
+    col = lambda name: ts[name].to_numpy()[rows]  # noqa: E731
+    return {
+        "vm_min_pu": _nanmin(col("vm_min_pu")),
+        "vm_min_twin_pu": _nanmin(col("vm_min_twin_pu")),
+        "line_loading_max_percent": _nanmax(col("line_loading_max_percent")),
+        "line_loading_max_twin_percent": _nanmax(col("line_loading_max_twin_percent")),
+        "trafo_loading_max_percent": _nanmax(col("trafo_loading_max_percent")),
+        "trafo_loading_max_twin_percent": _nanmax(col("trafo_loading_max_twin_percent")),
+    }
+
+
+def call_kpis(
+    ts: pd.DataFrame,
+    call: DRCall,
+    calls: Sequence[DRCall],
+    dt_s: float,
+    kinds: Sequence[str],
+    twin: bool,
+    response=None,
+) -> dict[str, Any]:
+    """Requested and delivered energy and power of one call, its tracking and its rebound."""
     dt_h = dt_s / S_PER_H
-    e_req = float(req.sum() * dt_h)
-    e_dlv = float(dlv[active].sum() * dt_h)
+    cid = call.call_id
+    t = ts["t_s"].to_numpy()
+    frac = ts[call_col(cid, "active_fraction")].to_numpy()
+    req = ts[call_col(cid, "requested_kw")].to_numpy()
+    active = frac > 0.0
+    e_req = float(req[active].sum() * dt_h)
     out: dict[str, Any] = {
+        "id": cid,
         "direction": call.direction.value,
-        "p_requested_kw": call.p_kw,
         "start_s": call.start_s,
         "end_s": call.end_s,
         "notification_s": call.notification_s,
+        "requested_kw": call.p_kw,
+        "requested_kwh": e_req,
         "target_buses": None if call.bus_idx is None else len(call.bus_idx),
         "n_ticks_active": int(active.sum()),
-        "e_requested_kwh": e_req,
-        "e_delivered_kwh": e_dlv,
-        "performance": _f(e_dlv / e_req) if e_req > 0 else None,
-        "p_delivered_mean_kw": _f(dlv[active].mean()) if active.any() else None,
-        "p_delivered_min_kw": _f(dlv[active].min()) if active.any() else None,
-        "p_delivered_max_kw": _f(dlv[active].max()) if active.any() else None,
-        "n_ticks_short": int((dlv[active] < _SHORTFALL_TOL * req[active]).sum()),
     }
     if response is not None:
         out["accepted"] = response.accepted
         out["room_at_notification_kw"] = response.room_kw
-    if active.any() and "vm_min_pu" in ts:
-        vm = ts["vm_min_pu"].to_numpy()[active]
-        vm_def = ts["vm_min_default_pu"].to_numpy()[active]
-        ld = ts["line_loading_max_percent"].to_numpy()[active]
-        ld_def = ts["line_loading_max_default_percent"].to_numpy()[active]
-        if np.isfinite(vm).any():
-            out["grid_during_call"] = {
-                "vm_min_pu": _f(np.nanmin(vm)),
-                "vm_min_without_call_pu": _f(np.nanmin(vm_def)) if np.isfinite(vm_def).any() else None,
-                "line_loading_max_percent": _f(np.nanmax(ld)) if np.isfinite(ld).any() else None,
-                "line_loading_max_without_call_percent": _f(np.nanmax(ld_def)) if np.isfinite(ld_def).any() else None,
-            }
+    unknown = dict.fromkeys(
+        ("delivered_kwh", "delivered_ratio", "tick_ratio_min", "tick_ratio_mean", "time_to_90pct_s",
+         "tracking_rmse_kw", "rebound_peak_kw", "rebound_peak_t_s", "rebound_kwh", "delivered_by_kind_kwh")
+    )
+    if not twin:
+        out.update(unknown)
+        out["measured_against"] = None
+    else:
+        dlv = ts[call_col(cid, "delivered_kw")].to_numpy()
+        e_dlv = float(dlv[active].sum() * dt_h)
+        ratio = np.divide(dlv[active], req[active], out=np.full(int(active.sum()), np.nan), where=req[active] > 0)
+        reached = np.flatnonzero(active & (dlv >= _TRACK_FRACTION * req) & (req > 0.0))
+        out.update({
+            "measured_against": "twin",
+            "delivered_kwh": e_dlv,
+            "delivered_ratio": _f(e_dlv / e_req) if e_req > 0 else None,
+            "tick_ratio_min": _nanmin(ratio) if ratio.size else None,
+            "tick_ratio_mean": _f(np.nanmean(ratio)) if np.isfinite(ratio).any() else None,
+            "time_to_90pct_s": _f(t[reached[0]] + dt_s - call.start_s) if reached.size else None,
+            "tracking_rmse_kw": _f(np.sqrt(np.mean((dlv[active] - req[active]) ** 2))) if active.any() else None,
+            "delivered_by_kind_kwh": {
+                k: float(ts[call_kind_col(cid, k)].to_numpy()[active].sum() * dt_h) for k in kinds
+            },
+        })
+        # Rebound: after the call, the plant behind the call's buses moving against the call's direction.
+        t_stop = np.inf if call.recovery_s is None else call.end_s + call.recovery_s
+        window = (t >= call.end_s) & (t < t_stop)
+        out["recovery_window_s"] = [call.end_s, _f(min(t_stop, t[-1] + dt_s)) if t.size else None]
+        if window.any():
+            rebound_kw = -ts[call_col(cid, "target_change_kw")].to_numpy()[window]
+            k = int(np.argmax(rebound_kw))
+            out["rebound_peak_kw"] = _f(rebound_kw[k])
+            out["rebound_peak_t_s"] = _f(t[window][k])
+            out["rebound_kwh"] = float(rebound_kw.sum() * dt_h)
+            overlaps = [
+                o.call_id for o in calls
+                if o is not call and (ts[call_col(o.call_id, "active_fraction")].to_numpy()[window] > 0).any()
+            ]
+            if overlaps:
+                out["rebound_overlaps_calls"] = overlaps
+        else:
+            out.update(rebound_peak_kw=None, rebound_peak_t_s=None, rebound_kwh=None)
+        out["grid_rebound"] = grid_window(ts, window)
+    out["grid_during"] = grid_window(ts, active)
     return out
 
 
 def grid_kpis(ts: pd.DataFrame, vm_min_limit_pu: float, vm_max_limit_pu: float, loading_limit_percent: float):
-    """Voltage and loading extremes and limit violations over the run."""
+    """Voltage and loading extremes and limit violations over the run, with and without the calls."""
     conv = ts["grid_converged"].to_numpy()
     if not conv.any():
-        return {"power_flows": 0}
+        return {"power_flows": 0, "power_flows_not_converged": int((~conv).sum())}
     vmin = ts["vm_min_pu"].to_numpy()
     vmax = ts["vm_max_pu"].to_numpy()
     line = ts["line_loading_max_percent"].to_numpy()
@@ -79,8 +143,12 @@ def grid_kpis(ts: pd.DataFrame, vm_min_limit_pu: float, vm_max_limit_pu: float, 
         "vm_min_pu": _f(np.nanmin(vmin)),
         "vm_max_pu": _f(np.nanmax(vmax)),
         "t_s_at_vm_min": _f(ts["t_s"].to_numpy()[np.nanargmin(vmin)]),
-        "line_loading_max_percent": _f(np.nanmax(line)) if np.isfinite(line).any() else None,
-        "trafo_loading_max_percent": _f(np.nanmax(trafo)) if np.isfinite(trafo).any() else None,
+        "line_loading_max_percent": _nanmax(line),
+        "trafo_loading_max_percent": _nanmax(trafo),
+        "t_s_at_trafo_loading_max": _f(ts["t_s"].to_numpy()[np.nanargmax(trafo)]) if np.isfinite(trafo).any() else None,
+        "vm_min_twin_pu": _nanmin(ts["vm_min_twin_pu"].to_numpy()),
+        "line_loading_max_twin_percent": _nanmax(ts["line_loading_max_twin_percent"].to_numpy()),
+        "trafo_loading_max_twin_percent": _nanmax(ts["trafo_loading_max_twin_percent"].to_numpy()),
         "n_ticks_voltage_violation": int(((vmin < vm_min_limit_pu) | (vmax > vm_max_limit_pu)).sum()),
         "n_ticks_overload": int(((line > loading_limit_percent) | (trafo > loading_limit_percent)).sum()),
         "vm_limits_pu": [vm_min_limit_pu, vm_max_limit_pu],
@@ -90,7 +158,10 @@ def grid_kpis(ts: pd.DataFrame, vm_min_limit_pu: float, vm_max_limit_pu: float, 
 
 def summarize(
     ts: pd.DataFrame,
-    fleets: Sequence[Fleet],
+    fleets: Sequence,
+    fleet_summaries: Sequence[dict[str, float]],
+    twin_summaries: Sequence[dict[str, float]] | None,
+    kinds: Sequence[str],
     calls: Sequence[DRCall],
     responses: Mapping[str, Any],
     dt_s: float,
@@ -99,26 +170,44 @@ def summarize(
 ) -> dict[str, Any]:
     """The run's KPIs as a JSON-ready dict."""
     dt_h = dt_s / S_PER_H
+    twin = twin_summaries is not None
     p = ts["p_vpp_kw"].to_numpy()
-    by_kind: dict[str, dict[str, float]] = {}
-    for f in fleets:
+    p_twin = ts["p_twin_kw"].to_numpy()
+    by_kind: dict[str, dict[str, Any]] = {}
+    for f, s in zip(fleets, fleet_summaries):
         k = by_kind.setdefault(f.kind, {"n_devices": 0, "e_grid_kwh": 0.0})
         k["n_devices"] += f.n
-        k["e_grid_kwh"] += float(ts[f"p_{f.name}_kw"].sum() * dt_h)
+        k["e_grid_kwh"] += float(s["e_grid_kwh"])
+    # What the calls cost each kind by the end of the run: plant minus twin of the kind's cost keys.
+    cost: dict[str, dict[str, float]] | None = None
+    if twin:
+        cost = {}
+        for f, s, s_twin in zip(fleets, fleet_summaries, twin_summaries):
+            c = cost.setdefault(f.kind, {})
+            for key in f.twin_cost_keys:
+                c[key] = c.get(key, 0.0) + float(s[key]) - float(s_twin[key])
     return {
         "n_ticks": int(len(ts)),
         "dt_s": dt_s,
+        "delivery_measured_against": "twin" if twin else None,
         "plant": {
             "n_devices": int(sum(f.n for f in fleets)),
             "e_vpp_kwh": float(p.sum() * dt_h),
+            "e_twin_kwh": float(p_twin.sum() * dt_h) if twin else None,
             "p_vpp_max_kw": _f(p.max()) if p.size else None,
+            "p_twin_max_kw": _f(p_twin.max()) if twin and p.size else None,
             "p_vpp_min_kw": _f(p.min()) if p.size else None,
             "flex_down_max_kw": _f(ts["flex_down_kw"].max()) if p.size else None,
             "flex_up_max_kw": _f(ts["flex_up_kw"].max()) if p.size else None,
             "by_kind": by_kind,
+            "call_cost_by_kind": cost,
         },
-        "dr_calls": {c.call_id: call_kpis(ts, c, dt_s, responses.get(c.call_id)) for c in calls},
-        "fleets": {f.name: {"kind": f.kind, "operator": f.operator, **f.summary()} for f in fleets},
+        "calls": [call_kpis(ts, c, calls, dt_s, kinds, twin, responses.get(c.call_id)) for c in calls],
+        "fleets": {
+            f.name: {"kind": f.kind, "operator": f.operator, **s,
+                     **({"twin": s_twin} if twin else {})}
+            for f, s, s_twin in zip(fleets, fleet_summaries, twin_summaries or [None] * len(fleets))
+        },
         "grid": grid,
         "messages": messages,
     }

@@ -22,16 +22,17 @@ def plot_dispatch(results: Results, path: str | Path) -> Path:
     t_h = ts["t_s"].to_numpy() / S_PER_H
     fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True, constrained_layout=True)
     ax = axes[0]
-    kinds = [c for c in ("p_ev_kw", "p_basestation_kw", "p_building_kw") if c in ts]
-    ax.stackplot(t_h, *[ts[c].to_numpy() / 1e3 for c in kinds], labels=[c[2:-3] for c in kinds], alpha=0.6)
-    ax.plot(t_h, ts["p_default_kw"] / 1e3, "k--", lw=1.2, label="default (no call)")
+    kinds = [c for c in ts.columns if c.startswith("kind.") and c.endswith(".p_kw")]
+    ax.stackplot(t_h, *[ts[c].to_numpy() / 1e3 for c in kinds], labels=[c.split(".")[1] for c in kinds], alpha=0.6)
+    ax.plot(t_h, ts["p_twin_kw"] / 1e3, "k--", lw=1.2, label="no-call twin")
     ax.plot(t_h, ts["p_vpp_kw"] / 1e3, "k-", lw=1.2, label="VPP")
     ax.set_ylabel("power [MW]")
     ax.legend(loc="upper left", fontsize=8, ncol=5)
     ax.set_title(f"{results.scenario_name}: plant power")
     ax = axes[1]
-    ax.step(t_h, ts["dr_requested_kw"] / 1e3, where="post", label="requested", color="tab:red", lw=4, alpha=0.35)
-    ax.step(t_h, ts["dr_delivered_kw"] / 1e3, where="post", label="delivered", color="tab:green")
+    ax.step(t_h, ts["p_requested_kw"] / 1e3, where="post", label="requested", color="tab:red", lw=4, alpha=0.35)
+    ax.step(t_h, ts["p_delivered_kw"] / 1e3, where="post", label="delivered (vs twin)", color="tab:green")
+    ax.step(t_h, -ts["p_change_kw"] / 1e3, where="post", label="twin - plant", color="tab:gray", lw=0.8)
     ax.plot(t_h, ts["flex_down_kw"] / 1e3, ":", color="tab:blue", label="flexibility down")
     ax.set_ylabel("DR [MW]")
     ax.legend(loc="upper left", fontsize=8)
@@ -39,7 +40,7 @@ def plot_dispatch(results: Results, path: str | Path) -> Path:
     if ts["grid_converged"].any():
         ax.plot(t_h, ts["vm_min_pu"], label="min voltage", color="tab:purple")
         ax.plot(t_h, ts["vm_max_pu"], label="max voltage", color="tab:orange")
-        ax.plot(t_h, ts["vm_min_default_pu"], "x", ms=3, color="tab:purple", label="min voltage without call")
+        ax.plot(t_h, ts["vm_min_twin_pu"], "x", ms=3, color="tab:purple", label="min voltage without calls")
     ax.set_ylabel("voltage [pu]")
     ax.set_xlabel("time since scenario start [h]")
     ax.legend(loc="lower left", fontsize=8)

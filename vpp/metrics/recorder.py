@@ -1,8 +1,11 @@
 """The recorder: preallocated arrays, one row per tick, filled in place.
 
 Nothing per device is kept unless asked for (``sample_devices``): per-tick
-totals, per-kind and per-fleet power, per-call requested and delivered power,
-grid extremes, and (optionally) per-bus power and voltage.
+totals of the plant and its no-call twin, per-kind and per-fleet power, per-call
+requested and delivered power (measured against the twin, see
+:mod:`vpp.metrics.delivery`), grid extremes with and without the calls, and
+(optionally) per-bus power and voltage. Column names come from
+:mod:`vpp.metrics.columns`.
 """
 
 from __future__ import annotations
@@ -13,22 +16,12 @@ import numpy as np
 import pandas as pd
 
 from vpp.dr import DRCall
-from vpp.fleets.base import Fleet
+from vpp.fleets.base import Fleet, FleetState
+from vpp.metrics.columns import GRID, PLANT, call_col, call_kind_col, fleet_col, kind_col
+from vpp.metrics.delivery import attribute, bus_shares
+from vpp.units import S_PER_H
 
 __all__ = ["Recorder"]
-
-_GRID_COLUMNS = (
-    "vm_min_pu",
-    "vm_max_pu",
-    "line_loading_max_percent",
-    "trafo_loading_max_percent",
-    "p_ext_grid_mw",
-    "p_loss_mw",
-    "n_bus_voltage_violations",
-    "vm_min_default_pu",
-    "vm_max_default_pu",
-    "line_loading_max_default_percent",
-)
 
 
 class Recorder:
@@ -42,81 +35,120 @@ class Recorder:
         calls: Sequence[DRCall],
         bus_timeseries: bool,
         samples: dict[str, np.ndarray] | None = None,
+        kinds: Sequence[str] | None = None,
     ):
         self.n_ticks = n_ticks
         self.n_bus = n_bus
         self.fleets = list(fleets)
         self.calls = list(calls)
-        self.kinds = sorted({f.kind for f in self.fleets})
+        self.kinds = list(kinds) if kinds is not None else list(dict.fromkeys(f.kind for f in self.fleets))
+        self._fleet_kind = np.array([self.kinds.index(f.kind) for f in self.fleets], dtype=np.int64)
+        self.target_mask = (
+            np.array([c.bus_mask(n_bus) for c in self.calls]) if self.calls else np.zeros((0, n_bus), dtype=bool)
+        )
+        self.sign = np.array([c.direction.sign for c in self.calls])
         self.n_done = 0
         nan = lambda: np.full(n_ticks, np.nan)  # noqa: E731
-        self.cols: dict[str, np.ndarray] = {"t_s": np.full(n_ticks, np.nan)}
-        for name in ("p_vpp_kw", "p_default_kw", "flex_down_kw", "flex_up_kw", "dr_requested_kw", "dr_delivered_kw"):
-            self.cols[name] = nan()
+        self.cols: dict[str, np.ndarray] = {name: nan() for name in PLANT}
         for kind in self.kinds:
-            self.cols[f"p_{kind}_kw"] = nan()
+            self.cols[kind_col(kind, "p_kw")] = nan()
+            self.cols[kind_col(kind, "p_twin_kw")] = nan()
         for f in self.fleets:
-            self.cols[f"p_{f.name}_kw"] = nan()
+            self.cols[fleet_col(f.name, "p_kw")] = nan()
+            self.cols[fleet_col(f.name, "p_twin_kw")] = nan()
         for c in self.calls:
-            self.cols[f"dr_{c.call_id}_requested_kw"] = nan()
-            self.cols[f"dr_{c.call_id}_delivered_kw"] = nan()
+            for q in ("active_fraction", "requested_kw", "delivered_kw", "target_change_kw"):
+                self.cols[call_col(c.call_id, q)] = nan()
+            for kind in self.kinds:
+                self.cols[call_kind_col(c.call_id, kind)] = nan()
         self.cols["grid_converged"] = np.zeros(n_ticks, dtype=bool)
-        for name in _GRID_COLUMNS:
+        for name in GRID:
             self.cols[name] = nan()
-        self._fleet_metric_cols: list[tuple[Fleet, str, str]] | None = None
+        self._fleet_metric_cols: list[tuple[int, str, str]] | None = None
         self.bus_p_kw = np.full((n_ticks, n_bus), np.nan) if bus_timeseries else None
-        self.bus_p_default_kw = np.full((n_ticks, n_bus), np.nan) if bus_timeseries else None
+        self.bus_p_twin_kw = np.full((n_ticks, n_bus), np.nan) if bus_timeseries else None
         self.bus_vm_pu = np.full((n_ticks, n_bus), np.nan) if bus_timeseries else None
         # Per-bus accumulators (always kept: they are small).
         self.bus_e_kwh = np.zeros(n_bus)
-        self.bus_e_shift_kwh = np.zeros(n_bus)
+        self.bus_e_twin_kwh = np.zeros(n_bus)
         self.bus_p_max_kw = np.full(n_bus, -np.inf)
         self.bus_vm_min_pu = np.full(n_bus, np.inf)
         self.bus_vm_max_pu = np.full(n_bus, -np.inf)
         self.samples = samples or {}
-        self._sampled = [(f, self.samples[f.name]) for f in self.fleets if f.name in self.samples]
+        self._sampled = [(i, self.samples[f.name]) for i, f in enumerate(self.fleets) if f.name in self.samples]
         self.sample_p_kw = {name: np.full((n_ticks, idx.size), np.nan) for name, idx in self.samples.items()}
 
-    def record(self, outcome, grid_state=None, grid_default_state=None, vm_limits_pu=(0.95, 1.05)) -> None:
-        """Store one tick: the plant's outcome and, if solved, the grid's state (actual and no-call)."""
+    def record(self, outcome, states: Sequence[FleetState], grid_state=None, grid_twin_state=None,
+               vm_limits_pu=(0.95, 1.05)) -> None:
+        """Store one tick: the plant's and twin's outcome, the plant's fleet states, and the grid's state."""
         i = outcome.index
         c = self.cols
-        dt_h = outcome.dt_s / 3600.0
+        n_kind = len(self.kinds)
         c["t_s"][i] = outcome.t_s
-        c["p_vpp_kw"][i] = outcome.p_bus_kw.sum()
-        c["p_default_kw"][i] = outcome.p_default_bus_kw.sum()
+        p_bus = outcome.p_bus_kw
+        c["p_vpp_kw"][i] = outcome.p_fleet_kw.sum()
         c["flex_down_kw"][i] = outcome.flex_down_kw
         c["flex_up_kw"][i] = outcome.flex_up_kw
-        c["dr_requested_kw"][i] = outcome.requested_kw.sum()
-        c["dr_delivered_kw"][i] = outcome.delivered_kw.sum()
-        for kind in self.kinds:
-            c[f"p_{kind}_kw"][i] = 0.0
-        for f in self.fleets:
-            p_kw = float(f.p_kw.sum())
-            c[f"p_{f.name}_kw"][i] = p_kw
-            c[f"p_{f.kind}_kw"][i] += p_kw
+        c["p_requested_kw"][i] = outcome.requested_kw.sum()
+        kind_p = np.bincount(self._fleet_kind, weights=outcome.p_fleet_kw, minlength=n_kind)
+        for k, kind in enumerate(self.kinds):
+            c[kind_col(kind, "p_kw")][i] = kind_p[k]
+        for f, p_kw in zip(self.fleets, outcome.p_fleet_kw):
+            c[fleet_col(f.name, "p_kw")][i] = p_kw
         for j, call in enumerate(self.calls):
-            c[f"dr_{call.call_id}_requested_kw"][i] = outcome.requested_kw[j]
-            c[f"dr_{call.call_id}_delivered_kw"][i] = outcome.delivered_kw[j]
+            c[call_col(call.call_id, "active_fraction")][i] = outcome.active_fraction[j]
+            c[call_col(call.call_id, "requested_kw")][i] = outcome.requested_kw[j]
+
+        twin = outcome.p_twin_fleet_bus_kw is not None
+        if twin:
+            p_twin_bus = outcome.p_twin_bus_kw
+            c["p_twin_kw"][i] = outcome.p_twin_fleet_kw.sum()
+            c["p_change_kw"][i] = c["p_vpp_kw"][i] - c["p_twin_kw"][i]
+            kind_twin = np.bincount(self._fleet_kind, weights=outcome.p_twin_fleet_kw, minlength=n_kind)
+            for k, kind in enumerate(self.kinds):
+                c[kind_col(kind, "p_twin_kw")][i] = kind_twin[k]
+            for f, p_kw in zip(self.fleets, outcome.p_twin_fleet_kw):
+                c[fleet_col(f.name, "p_twin_kw")][i] = p_kw
+            change_fleet_bus = outcome.p_fleet_bus_kw - outcome.p_twin_fleet_bus_kw
+            change_kind_bus = np.zeros((n_kind, self.n_bus))
+            np.add.at(change_kind_bus, self._fleet_kind, change_fleet_bus)
+            if self.calls:
+                shares = bus_shares(self.target_mask, outcome.active_fraction, outcome.requested_kw,
+                                    outcome.instructed_bus_kw)
+                delivered, by_kind = attribute(change_kind_bus, shares, self.sign)
+                change_bus = change_kind_bus.sum(axis=0)
+                target_change = self.sign * (self.target_mask @ change_bus)
+                for j, call in enumerate(self.calls):
+                    cid = call.call_id
+                    active = outcome.active_fraction[j] > 0.0
+                    c[call_col(cid, "delivered_kw")][i] = delivered[j] if active else 0.0
+                    c[call_col(cid, "target_change_kw")][i] = target_change[j]
+                    for k, kind in enumerate(self.kinds):
+                        c[call_kind_col(cid, kind)][i] = by_kind[j, k] if active else 0.0
+                c["p_delivered_kw"][i] = float(delivered[outcome.active_fraction > 0.0].sum())
+            else:
+                c["p_delivered_kw"][i] = 0.0
+            self.bus_e_twin_kwh += p_twin_bus * (outcome.dt_s / S_PER_H)
+
         if self._fleet_metric_cols is None:
             self._fleet_metric_cols = []
-            for f in self.fleets:
-                for key in f.tick_metrics():
-                    col = f"{f.name}_{key}"
+            for fi, f in enumerate(self.fleets):
+                for key in f.tick_metrics(states[fi]):
+                    col = fleet_col(f.name, key)
                     self.cols[col] = np.full(self.n_ticks, np.nan)
-                    self._fleet_metric_cols.append((f, key, col))
-        metrics = {f.name: f.tick_metrics() for f in self.fleets}
-        for f, key, col in self._fleet_metric_cols:
-            c[col][i] = metrics[f.name][key]
+                    self._fleet_metric_cols.append((fi, key, col))
+        metrics = [f.tick_metrics(s) for f, s in zip(self.fleets, states)]
+        for fi, key, col in self._fleet_metric_cols:
+            c[col][i] = metrics[fi][key]
 
-        self.bus_e_kwh += outcome.p_bus_kw * dt_h
-        self.bus_e_shift_kwh += (outcome.p_default_bus_kw - outcome.p_bus_kw) * dt_h
-        np.maximum(self.bus_p_max_kw, outcome.p_bus_kw, out=self.bus_p_max_kw)
+        self.bus_e_kwh += p_bus * (outcome.dt_s / S_PER_H)
+        np.maximum(self.bus_p_max_kw, p_bus, out=self.bus_p_max_kw)
         if self.bus_p_kw is not None:
-            self.bus_p_kw[i] = outcome.p_bus_kw
-            self.bus_p_default_kw[i] = outcome.p_default_bus_kw
-        for fleet, idx in self._sampled:
-            self.sample_p_kw[fleet.name][i] = fleet.p_kw[idx]
+            self.bus_p_kw[i] = p_bus
+            if twin:
+                self.bus_p_twin_kw[i] = outcome.p_twin_bus_kw
+        for fi, idx in self._sampled:
+            self.sample_p_kw[self.fleets[fi].name][i] = states[fi].p_kw[idx]
 
         if grid_state is not None:
             c["grid_converged"][i] = grid_state.converged
@@ -134,10 +166,11 @@ class Recorder:
                 np.fmax(self.bus_vm_max_pu, vm, out=self.bus_vm_max_pu)
                 if self.bus_vm_pu is not None:
                     self.bus_vm_pu[i] = vm
-        if grid_default_state is not None and grid_default_state.converged:
-            c["vm_min_default_pu"][i] = np.nanmin(grid_default_state.vm_pu)
-            c["vm_max_default_pu"][i] = np.nanmax(grid_default_state.vm_pu)
-            c["line_loading_max_default_percent"][i] = _nanmax(grid_default_state.line_loading_percent)
+        if grid_twin_state is not None and grid_twin_state.converged:
+            c["vm_min_twin_pu"][i] = np.nanmin(grid_twin_state.vm_pu)
+            c["vm_max_twin_pu"][i] = np.nanmax(grid_twin_state.vm_pu)
+            c["line_loading_max_twin_percent"][i] = _nanmax(grid_twin_state.line_loading_percent)
+            c["trafo_loading_max_twin_percent"][i] = _nanmax(grid_twin_state.trafo_loading_percent)
         self.n_done = i + 1
 
     def timeseries(self) -> pd.DataFrame:

@@ -64,42 +64,63 @@ def _fmt(x, spec: str) -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
+def _pair(a, b, spec: str, unit: str) -> str:
+    return f"{_fmt(a, spec)} {unit} (no call {_fmt(b, spec)} {unit})"
+
+
 def summary_table(results: Results) -> str:
     """A short plain-text table of the run for the terminal."""
     s = results.summary
     plant = s["plant"]
+    twin = s.get("delivery_measured_against") == "twin"
     lines = [
         f"scenario {results.scenario_name}: {plant['n_devices']:,} devices, {s['n_ticks']} ticks of {s['dt_s']:g} s"
         + ("" if results.completed else f"  [STOPPED EARLY: {results.error}]"),
-        f"VPP energy {plant['e_vpp_kwh']:,.0f} kWh, peak {_fmt(plant['p_vpp_max_kw'], ',.0f')} kW, "
+        f"VPP energy {plant['e_vpp_kwh']:,.0f} kWh"
+        + (f" (no-call twin {plant['e_twin_kwh']:,.0f} kWh)" if twin else "")
+        + f", peak {_fmt(plant['p_vpp_max_kw'], ',.0f')} kW, "
         f"max flexibility down {_fmt(plant['flex_down_max_kw'], ',.0f')} kW / up {_fmt(plant['flex_up_max_kw'], ',.0f')} kW",
     ]
-    if s["dr_calls"]:
+    if s["calls"]:
         lines.append("")
-        lines.append(f"{'DR call':<20}{'dir':<9}{'req kW':>10}{'req kWh':>11}{'dlv kWh':>11}{'perf':>7}{'min kW':>10}")
-        for cid, c in s["dr_calls"].items():
-            perf = c["performance"]
+        lines.append("delivery is measured against the no-call twin" if twin else
+                     "delivery: unknown (measurement.twin is off)")
+        lines.append(
+            f"{'DR call':<18}{'dir':<9}{'req kW':>9}{'req kWh':>10}{'dlv kWh':>10}{'ratio':>7}{'worst':>7}"
+            f"{'t90 min':>8}{'rebound kWh':>12}{'peak kW':>9}"
+        )
+        for c in s["calls"]:
+            ratio, worst, t90 = c["delivered_ratio"], c["tick_ratio_min"], c["time_to_90pct_s"]
             lines.append(
-                f"{cid:<20}{c['direction']:<9}{c['p_requested_kw']:>10,.0f}{c['e_requested_kwh']:>11,.0f}"
-                f"{c['e_delivered_kwh']:>11,.0f}{_fmt(None if perf is None else 100 * perf, '>6.1f')}%"
-                f"{_fmt(c['p_delivered_min_kw'], '>10,.0f')}"
+                f"{c['id']:<18}{c['direction']:<9}{c['requested_kw']:>9,.0f}{c['requested_kwh']:>10,.0f}"
+                f"{_fmt(c['delivered_kwh'], '>10,.0f')}{_fmt(None if ratio is None else 100 * ratio, '>6.1f')}%"
+                f"{_fmt(None if worst is None else 100 * worst, '>6.0f')}%"
+                f"{_fmt(None if t90 is None else t90 / 60, '>8.0f')}"
+                f"{_fmt(c['rebound_kwh'], '>12,.0f')}{_fmt(c['rebound_peak_kw'], '>9,.0f')}"
             )
+        cost = plant.get("call_cost_by_kind")
+        if cost:
+            parts = [f"{kind}: " + ", ".join(f"{k} {v:+,.1f}" for k, v in d.items()) for kind, d in cost.items()]
+            lines.append("what the calls cost by the end of the run (plant - twin): " + "; ".join(parts))
     g = s.get("grid") or {}
-    if g.get("power_flows"):
+    if "power_flows" in g:
         lines.append("")
         lines.append(
-            f"grid: {g['power_flows']} power flows, vm {g['vm_min_pu']:.4f}..{g['vm_max_pu']:.4f} pu, "
-            f"line loading max {_fmt(g['line_loading_max_percent'], '.1f')} %, "
-            f"voltage-violation ticks {g['n_ticks_voltage_violation']}, not converged {g['power_flows_not_converged']}"
+            f"grid: {g['power_flows']} power flows, {g['power_flows_not_converged']} not converged"
+            + (f", vm {g['vm_min_pu']:.4f}..{g['vm_max_pu']:.4f} pu, line loading max "
+               f"{_fmt(g['line_loading_max_percent'], '.1f')} %, trafo loading max "
+               f"{_fmt(g['trafo_loading_max_percent'], '.1f')} %, voltage-violation ticks "
+               f"{g['n_ticks_voltage_violation']}" if g["power_flows"] else "")
         )
-        for cid, c in s["dr_calls"].items():
-            d = c.get("grid_during_call")
-            if d:
-                lines.append(
-                    f"  during {cid}: vm_min {_fmt(d['vm_min_pu'], '.4f')} pu "
-                    f"(without the call {_fmt(d['vm_min_without_call_pu'], '.4f')} pu), line loading max "
-                    f"{_fmt(d['line_loading_max_percent'], '.1f')} % (without {_fmt(d['line_loading_max_without_call_percent'], '.1f')} %)"
-                )
+        for c in s["calls"]:
+            for label, key in (("during", "grid_during"), ("rebound", "grid_rebound")):
+                d = c.get(key)
+                if d:
+                    lines.append(
+                        f"  {label} {c['id']}: vm_min {_pair(d['vm_min_pu'], d['vm_min_twin_pu'], '.4f', 'pu')}, "
+                        f"line {_pair(d['line_loading_max_percent'], d['line_loading_max_twin_percent'], '.1f', '%')}, "
+                        f"trafo {_pair(d['trafo_loading_max_percent'], d['trafo_loading_max_twin_percent'], '.1f', '%')}"
+                    )
     ev = [f for f in s["fleets"].values() if f["kind"] == "ev"]
     if ev:
         unmet = sum(f["e_unmet_kwh"] for f in ev)
@@ -109,4 +130,6 @@ def summary_table(results: Results) -> str:
     bs = [f for f in s["fleets"].values() if f["kind"] == "basestation"]
     if bs:
         lines.append(f"base stations: reserve breaches {sum(f['n_reserve_breaches'] for f in bs)}")
+    for w in s.get("warnings", []):
+        lines.append(f"warning: {w}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from vpp.fleets.registry import KINDS
 from vpp.scenario.schema import Scenario
 
 __all__ = ["ScenarioError", "load_scenario", "parse_scenario", "scenario_hash", "format_validation_error"]
@@ -29,7 +30,7 @@ def _loc(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("ev", "basestation", "building") or str(part).startswith(("function-", "literal[", "list[")):
+        elif part in KINDS or str(part).startswith(("function-", "literal[", "list[")):
             continue  # pydantic's union/validator tags, not a field
         else:
             out += ("." if out else "") + str(part)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from vpp.dispatch.allocation import ALLOCATORS
-from vpp.fleets.parameters import BASESTATION_PARAMETERS, BUILDING_PARAMETERS, CHARGER_PARAMETERS
+from vpp.fleets.config import Name, NonNegativeFloat, PositiveFloat, StrictModel
+from vpp.fleets.config import one_of as _one_of
+from vpp.fleets.registry import KINDS
 from vpp.grid.networks import NETWORK_SOURCES, PANDAPOWER_NETWORKS
 from vpp.profiles import PROFILES
 
@@ -23,44 +25,16 @@ __all__ = [
     "Scenario",
     "TimeConfig",
     "GridConfig",
-    "EVFleetConfig",
-    "BaseStationFleetConfig",
-    "BuildingFleetConfig",
     "FleetConfig",
     "DRCallConfig",
     "CommunicationConfig",
     "DispatchConfig",
     "OutputConfig",
+    "MeasurementConfig",
 ]
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-PositiveFloat = Annotated[float, Field(gt=0.0)]
-NonNegativeFloat = Annotated[float, Field(ge=0.0)]
-Efficiency = Annotated[float, Field(gt=0.0, le=1.0)]
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
-
-
-def _one_of(value: str, registry, what: str) -> str:
-    if value not in registry:
-        raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(sorted(registry))}")
-    return value
-
-
-class StrictModel(BaseModel):
-    """Base of every scenario section: frozen, and unknown keys are an error naming the allowed ones."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_unknown_keys(cls, data):
-        if isinstance(data, dict):
-            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
-            if unknown:
-                raise ValueError(
-                    f"unknown key {', '.join(map(repr, unknown))}; allowed keys: {', '.join(cls.model_fields)}"
-                )
-        return data
+FleetConfig = Annotated[Union[tuple(spec.config for spec in KINDS.values())], Field(discriminator="kind")]
+"""Any registered kind's fleet configuration, told apart by its ``kind`` field."""
 
 
 class TimeConfig(StrictModel):
@@ -111,137 +85,6 @@ class GridConfig(StrictModel):
         return _one_of(v, PROFILES, "profile")
 
 
-BusSelection = Union[Literal["load_buses", "all"], Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]]
-
-
-class FleetCommon(StrictModel):
-    """Fields every fleet has: identity, owner, location, dispatch cost."""
-
-    name: Name
-    operator: Name = Field(description="the operator agent that owns this fleet")
-    n_devices: int = Field(ge=0, description="number of devices")
-    buses: BusSelection = Field(
-        "load_buses",
-        description="where devices sit: 'load_buses' (in proportion to the net's load), 'all', or bus indices",
-    )
-    cost_cny_per_kwh: NonNegativeFloat = Field(0.0, description="dispatch cost of the fleet's flexibility [CNY/kWh]")
-
-
-class EVFleetConfig(FleetCommon):
-    """Chargers of one type (``charger`` names a parameter set; any field below overrides it)."""
-
-    kind: Literal["ev"]
-    charger: str = "ac_pile"
-    p_rated_kw: PositiveFloat | None = None
-    eta: Efficiency | None = None
-    sessions_per_day: NonNegativeFloat | None = None
-    dwell_mean_h: PositiveFloat | None = None
-    e_need_mean_kwh: PositiveFloat | None = None
-    v2g_share: Fraction = Field(0.0, description="share of chargers that can discharge (V2G) [-]")
-    soc_v2g_min: Fraction = Field(0.3, description="V2G never discharges a vehicle below this SoC [-]")
-
-    @field_validator("charger")
-    @classmethod
-    def _charger(cls, v: str) -> str:
-        return _one_of(v, CHARGER_PARAMETERS, "charger")
-
-
-class BaseStationFleetConfig(FleetCommon):
-    """5G base-station sites (``parameters`` names a set; any field below overrides it)."""
-
-    kind: Literal["basestation"]
-    parameters: str = "5g_macro"
-    p_idle_kw: PositiveFloat | None = None
-    p_busy_kw: PositiveFloat | None = None
-    cap_kwh: PositiveFloat | None = None
-    p_batt_max_kw: PositiveFloat | None = None
-    eta: Efficiency | None = None
-    backup_h: NonNegativeFloat | None = None
-    soc_min: Fraction | None = None
-    soc_max: Fraction | None = None
-    soc_init: Fraction = Field(1.0, description="battery state of charge at t_s = 0 [-]")
-    traffic_profile: str | None = None
-    traffic_spread: Fraction = Field(0.15, description="+/- spread of per-site traffic around the profile [-]")
-
-    @field_validator("parameters")
-    @classmethod
-    def _params(cls, v: str) -> str:
-        return _one_of(v, BASESTATION_PARAMETERS, "parameters")
-
-    @field_validator("traffic_profile")
-    @classmethod
-    def _profile(cls, v: str | None) -> str | None:
-        return None if v is None else _one_of(v, PROFILES, "profile")
-
-    @model_validator(mode="after")
-    def _check(self):
-        base = BASESTATION_PARAMETERS[self.parameters]
-        soc_min = base.soc_min if self.soc_min is None else self.soc_min
-        soc_max = base.soc_max if self.soc_max is None else self.soc_max
-        if soc_min >= soc_max:
-            raise ValueError(f"soc_min ({soc_min}) must be below soc_max ({soc_max})")
-        p_idle = base.p_idle_kw if self.p_idle_kw is None else self.p_idle_kw
-        p_busy = base.p_busy_kw if self.p_busy_kw is None else self.p_busy_kw
-        if p_idle > p_busy:
-            raise ValueError(f"p_idle_kw ({p_idle}) must not exceed p_busy_kw ({p_busy})")
-        return self
-
-
-class BuildingFleetConfig(FleetCommon):
-    """Commercial buildings (``parameters`` names a set; any field below overrides it)."""
-
-    kind: Literal["building"]
-    parameters: str = "office_mid"
-    p_base_kw: PositiveFloat | None = None
-    p_hvac_max_kw: NonNegativeFloat | None = None
-    cop: PositiveFloat | None = None
-    r_k_per_kw: PositiveFloat | None = None
-    c_kwh_per_k: PositiveFloat | None = None
-    t_set_c: float | None = None
-    t_min_c: float | None = None
-    t_max_c: float | None = None
-    pv_share: Fraction = Field(0.0, description="share of buildings with PV [-]")
-    pv_kwp: NonNegativeFloat | None = None
-    battery_share: Fraction = Field(0.0, description="share of buildings with a battery [-]")
-    batt_cap_kwh: PositiveFloat | None = None
-    p_batt_max_kw: PositiveFloat | None = None
-    soc_min: Fraction = 0.1
-    soc_max: Fraction = 0.95
-    soc_init: Fraction = 0.6
-    size_spread: Fraction = Field(0.3, description="+/- spread of building size around the parameter set [-]")
-    outdoor_profile: str = "shenzhen_summer_temp_c"
-    irradiance_profile: str = "pv_clear_sky"
-
-    @field_validator("parameters")
-    @classmethod
-    def _params(cls, v: str) -> str:
-        return _one_of(v, BUILDING_PARAMETERS, "parameters")
-
-    @field_validator("outdoor_profile", "irradiance_profile")
-    @classmethod
-    def _profile(cls, v: str) -> str:
-        return _one_of(v, PROFILES, "profile")
-
-    @model_validator(mode="after")
-    def _check(self):
-        base = BUILDING_PARAMETERS[self.parameters]
-        t_min = base.t_min_c if self.t_min_c is None else self.t_min_c
-        t_set = base.t_set_c if self.t_set_c is None else self.t_set_c
-        t_max = base.t_max_c if self.t_max_c is None else self.t_max_c
-        if not t_min <= t_set <= t_max or t_min >= t_max:
-            raise ValueError(f"need t_min_c <= t_set_c <= t_max_c with t_min_c < t_max_c; got {t_min}, {t_set}, {t_max}")
-        if self.soc_min >= self.soc_max:
-            raise ValueError(f"soc_min ({self.soc_min}) must be below soc_max ({self.soc_max})")
-        if not self.soc_min <= self.soc_init <= self.soc_max:
-            raise ValueError(f"soc_init ({self.soc_init}) must lie in [soc_min, soc_max] = [{self.soc_min}, {self.soc_max}]")
-        return self
-
-
-FleetConfig = Annotated[
-    Union[EVFleetConfig, BaseStationFleetConfig, BuildingFleetConfig], Field(discriminator="kind")
-]
-
-
 class DRCallConfig(StrictModel):
     """A demand-response call (an OpenADR-style event with a power-delta signal)."""
 
@@ -254,6 +97,9 @@ class DRCallConfig(StrictModel):
     notification_s: NonNegativeFloat | None = Field(None, description="when the call is announced [s]; default start_s")
     buses: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = Field(
         None, description="target bus indices; default: the whole VPP"
+    )
+    recovery_s: NonNegativeFloat | None = Field(
+        None, description="window after end_s in which the rebound is measured [s]; default: the rest of the run"
     )
 
     @model_validator(mode="after")
@@ -290,6 +136,16 @@ class DispatchConfig(StrictModel):
         return _one_of(v, ALLOCATORS, "strategy")
 
 
+class MeasurementConfig(StrictModel):
+    """How delivery is measured."""
+
+    twin: bool = Field(
+        True,
+        description="advance a no-call twin of the plant and measure delivery against it; "
+        "off (for benchmarks), delivery is reported as unknown (null)",
+    )
+
+
 class OutputConfig(StrictModel):
     """What a run writes besides the per-tick totals."""
 
@@ -310,6 +166,7 @@ class Scenario(StrictModel):
     communication: CommunicationConfig = CommunicationConfig()
     dispatch: DispatchConfig = DispatchConfig()
     output: OutputConfig = OutputConfig()
+    measurement: MeasurementConfig = MeasurementConfig()
 
     @model_validator(mode="after")
     def _check(self):

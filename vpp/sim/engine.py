@@ -2,8 +2,23 @@
 
 Time is float seconds since the scenario start (``t_s``). One SimPy process
 runs the control tick every ``dt_s``; the grid operator is another process
-that wakes at call notifications; links deliver messages after their latency.
-There is no process per device.
+that wakes at call notifications; links deliver messages at their true times
+(send time plus latency) and the platform reacts to each on arrival. There is
+no process per device.
+
+Within the tick ``[t_s, t_s + dt_s)``:
+
+1. at ``t_s`` every operator advances its fleets (arrivals, departures,
+   profile values), computes their envelope and offers it; the platform
+   dispatches every call that has not ended, from the offers it holds;
+2. during the tick, messages arrive at their true times (a call notice is
+   answered and dispatched at once);
+3. at ``t_s + dt_s`` every operator steps its fleets; a call counts for the
+   fraction of the tick in which it was both active and instructed, so energy
+   is exact for calls and instructions that fall inside a tick;
+4. the **twin** (a copy of every fleet's initial state, advanced with the same
+   kernels and the same exogenous events but always at default power) steps
+   the same tick. No agent reads it: it exists only to measure delivery.
 """
 
 from __future__ import annotations
@@ -16,29 +31,65 @@ import simpy
 
 from vpp.dispatch.portfolio import Portfolio
 from vpp.dr import DRCall
+from vpp.fleets.base import Fleet, FleetState
 from vpp.sim.agents import GridOperatorAgent, OperatorAgent, PlatformAgent
 from vpp.sim.link import Link
 
-__all__ = ["TickOutcome", "Engine"]
+__all__ = ["TickOutcome", "Engine", "Twin"]
 
 
 @dataclass(frozen=True, slots=True)
 class TickOutcome:
-    """What the plant did in the tick ``[t_s, t_s + dt_s)``; powers [kW]."""
+    """What the plant (and its twin) did in the tick ``[t_s, t_s + dt_s)``; powers [kW], load convention.
+
+    Fleet order is the engine's ``fleets`` order; ``p_fleet_bus_kw[i]`` is fleet
+    ``i``'s power per bus position.
+    """
 
     index: int
     t_s: float
     dt_s: float
-    p_bus_kw: np.ndarray  # VPP power per bus position
-    p_default_bus_kw: np.ndarray  # what the same devices would have drawn with no call
-    flex_down_kw: float  # room below default over the whole VPP
+    p_fleet_kw: np.ndarray  # (n_fleet,) plant power per fleet
+    p_fleet_bus_kw: np.ndarray  # (n_fleet, n_bus) plant power per fleet and bus
+    p_twin_fleet_kw: np.ndarray | None  # (n_fleet,) twin power per fleet (None: no twin)
+    p_twin_fleet_bus_kw: np.ndarray | None  # (n_fleet, n_bus)
+    flex_down_kw: float  # room below default over the whole VPP, offered at the tick start
     flex_up_kw: float  # room above default over the whole VPP
-    requested_kw: np.ndarray  # per call (scenario order): requested change magnitude, 0 when inactive
-    delivered_kw: np.ndarray  # per call: change against default in the call's direction
+    requested_kw: np.ndarray  # (n_call,) requested change magnitude averaged over the tick (0 when inactive)
+    active_fraction: np.ndarray  # (n_call,) fraction of the tick in the call's active period [-]
+    instructed_bus_kw: np.ndarray  # (n_call, n_bus) instructed change per bus, signed, averaged over the tick
+
+    @property
+    def p_bus_kw(self) -> np.ndarray:
+        """Plant power per bus [kW]."""
+        return self.p_fleet_bus_kw.sum(axis=0)
+
+    @property
+    def p_twin_bus_kw(self) -> np.ndarray | None:
+        """Twin power per bus [kW] (None without a twin)."""
+        return None if self.p_twin_fleet_bus_kw is None else self.p_twin_fleet_bus_kw.sum(axis=0)
+
+
+class Twin:
+    """The plant with no call: every fleet's state stepped at default power, with its own work buffers."""
+
+    def __init__(self, fleets: Sequence[Fleet]):
+        self.fleets = list(fleets)
+        self.states: list[FleetState] = [f.initial_state() for f in self.fleets]
+        self.work = [f.new_workspace() for f in self.fleets]
+
+    def step(self, t_s: float, dt_s: float) -> list[np.ndarray]:
+        """Run the tick at default power; return each fleet's power per device [kW]."""
+        out = []
+        for f, s, ws in zip(self.fleets, self.states, self.work):
+            f.advance(s, t_s, dt_s)
+            env = f.flexibility(s, t_s, dt_s, ws)
+            out.append(f.step(s, env.p_default_kw, t_s, dt_s, env))
+        return out
 
 
 class Engine:
-    """Wires agents and links and runs the control tick for ``n_ticks`` ticks."""
+    """Wires agents, links and the twin, and runs the control tick for ``n_ticks`` ticks."""
 
     def __init__(
         self,
@@ -50,6 +101,7 @@ class Engine:
         latency_s: float = 0.0,
         loss_probability: float = 0.0,
         rng: np.random.Generator | None = None,
+        twin: bool = True,
     ):
         self.portfolios = dict(portfolios)
         self.calls = list(calls)
@@ -61,6 +113,8 @@ class Engine:
         self.grid_operator = GridOperatorAgent(env, self.calls)
         self.platform = PlatformAgent(env, list(self.portfolios), n_bus)
         self.operators = [OperatorAgent(env, name, pf) for name, pf in self.portfolios.items()]
+        self.fleets: list[Fleet] = [f for pf in self.portfolios.values() for f in pf.fleets]
+        self.twin = Twin(self.fleets) if twin else None
 
         def link(mailbox) -> Link:
             return Link(env, mailbox, latency_s, loss_probability, rng)
@@ -70,7 +124,13 @@ class Engine:
         for op in self.operators:
             op.to_platform = link(self.platform.inbox)
             self.platform.to_operator[op.name] = link(op.inbox)
+        self._call_pos = {c.call_id: j for j, c in enumerate(self.calls)}
         self.ticks_done = 0
+
+    @property
+    def plant_states(self) -> list[FleetState]:
+        """The plant's fleet states, in :attr:`fleets` order."""
+        return [s for op in self.operators for s in op.states]
 
     def run(self, on_tick: Callable[[TickOutcome], None]) -> None:
         """Run every tick, handing each outcome to ``on_tick`` (which may raise to stop the run)."""
@@ -79,31 +139,43 @@ class Engine:
         control = env.process(self._control(on_tick))
         env.run(until=control)
 
+    def _per_bus(self, p_kw_per_fleet: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        n_fleet = len(self.fleets)
+        p_fleet = np.zeros(n_fleet)
+        p_bus = np.zeros((n_fleet, self.n_bus))
+        for i, (f, p_kw) in enumerate(zip(self.fleets, p_kw_per_fleet)):
+            p_fleet[i] = p_kw.sum()
+            p_bus[i] = np.bincount(f.bus_idx, weights=p_kw, minlength=self.n_bus)
+        return p_fleet, p_bus
+
     def _control(self, on_tick: Callable[[TickOutcome], None]):
         dt_s = self.dt_s
         n_call = len(self.calls)
         for i in range(self.n_ticks):
             t_s = i * dt_s
-            envelopes = [op.report(t_s, dt_s) for op in self.operators]
-            self.platform.dispatch(t_s, lookahead_s=dt_s)
-            powers = [op.apply(t_s, dt_s) for op in self.operators]
+            t_end = t_s + dt_s
+            for op in self.operators:
+                op.report(t_s, dt_s)
+            self.platform.dispatch(t_s)
+            yield self.env.timeout(t_end - self.env.now)
 
-            p_bus_kw = np.zeros(self.n_bus)
-            p_def_bus_kw = np.zeros(self.n_bus)
-            down_kw = up_kw = 0.0
-            requested = np.zeros(n_call)
-            delivered = np.zeros(n_call)
-            active = [(j, c) for j, c in enumerate(self.calls) if c.is_active(t_s)]
-            for op, env_, p_kw in zip(self.operators, envelopes, powers):
-                bus_idx = op.portfolio.bus_idx
-                p_bus_kw += np.bincount(bus_idx, weights=p_kw, minlength=self.n_bus)
-                p_def_bus_kw += op.flex.p_default_kw
-                down_kw += float(op.flex.down_kw.sum())
-                up_kw += float(op.flex.up_kw.sum())
-                for j, call in active:
-                    delivered[j] += op.portfolio.delivered_kw(call, env_, p_kw)
-            for j, call in active:
-                requested[j] = call.p_kw
-            on_tick(TickOutcome(i, t_s, dt_s, p_bus_kw, p_def_bus_kw, down_kw, up_kw, requested, delivered))
+            instructed = np.zeros((n_call, self.n_bus))
+            plant_p_kw = []
+            for op in self.operators:
+                p_kw, by_call = op.apply(t_s, dt_s)
+                for cid, bus_kw in by_call.items():
+                    instructed[self._call_pos[cid]] += bus_kw
+                plant_p_kw += [p_kw[lo:hi] for _, lo, hi in op.portfolio.slices()]
+            p_fleet, p_fleet_bus = self._per_bus(plant_p_kw)
+            p_twin = p_twin_bus = None
+            if self.twin is not None:
+                p_twin, p_twin_bus = self._per_bus(self.twin.step(t_s, dt_s))
+            frac = np.array([c.overlap_s(t_s, t_end) / dt_s for c in self.calls])
+            requested = np.array([c.p_kw for c in self.calls]) * frac if n_call else np.zeros(0)
+            down_kw = sum(float(op.flex.down_kw.sum()) for op in self.operators)
+            up_kw = sum(float(op.flex.up_kw.sum()) for op in self.operators)
+            on_tick(
+                TickOutcome(i, t_s, dt_s, p_fleet, p_fleet_bus, p_twin, p_twin_bus, down_kw, up_kw, requested, frac,
+                            instructed)
+            )
             self.ticks_done = i + 1
-            yield self.env.timeout((i + 1) * dt_s - self.env.now)

@@ -9,16 +9,33 @@ __all__ = ["Link", "Mailbox"]
 
 
 class Mailbox:
-    """An agent's inbox: a SimPy store that the agent empties when it acts."""
+    """An agent's inbox: a SimPy store of ``(t_arrival_s, message)`` that the agent empties when it acts.
+
+    ``on_put(t_s, msg)``, if set, is called at the moment a message arrives, so
+    an agent can react at the message's true time (the platform answers a
+    call notice that way).
+    """
 
     def __init__(self, env: simpy.Environment):
+        self.env = env
         self.store = simpy.Store(env)
+        self.on_put = None
 
-    def drain(self) -> list:
-        """Every message delivered so far, oldest first; the box is left empty."""
+    def put(self, msg) -> None:
+        """Deliver ``msg`` now."""
+        self.store.put((self.env.now, msg))
+        if self.on_put is not None:
+            self.on_put(self.env.now, msg)
+
+    def drain_timed(self) -> list[tuple[float, object]]:
+        """Every ``(t_arrival_s, message)`` delivered so far, oldest first; the box is left empty."""
         items = list(self.store.items)
         self.store.items.clear()
         return items
+
+    def drain(self) -> list:
+        """Every message delivered so far, oldest first; the box is left empty."""
+        return [msg for _, msg in self.drain_timed()]
 
 
 class Link:
@@ -52,7 +69,7 @@ class Link:
             self.n_lost += 1
             return
         if self.latency_s == 0.0:
-            self.mailbox.store.put(msg)
+            self.mailbox.put(msg)
             return
         delivery = self.env.timeout(self.latency_s, value=msg)
-        delivery.callbacks.append(lambda ev: self.mailbox.store.put(ev.value))
+        delivery.callbacks.append(lambda ev: self.mailbox.put(ev.value))

@@ -49,9 +49,8 @@ class Instruction:
 
 @dataclass(frozen=True)
 class Telemetry:
-    """Operator -> platform: metered power and delivery per call for the tick that started at ``t_s``."""
+    """Operator -> platform: metered power of its devices over the tick that started at ``t_s`` [kW]."""
 
     t_s: float
     operator: str
     p_kw: float
-    delivered_kw: dict[str, float]
