@@ -35,6 +35,12 @@ def _nanmax(x: np.ndarray) -> float | None:
     return _f(np.nanmax(x)) if np.isfinite(x).any() else None
 
 
+def _share_buses(a: DRCall, b: DRCall) -> bool:
+    if a.bus_idx is None or b.bus_idx is None:
+        return True
+    return bool(set(a.bus_idx) & set(b.bus_idx))
+
+
 def grid_window(ts: pd.DataFrame, rows: np.ndarray) -> dict[str, Any] | None:
     """Worst voltage and the highest line and transformer loading over ``rows``, with and without the calls."""
     if not rows.any() or "vm_min_pu" not in ts or not np.isfinite(ts["vm_min_pu"].to_numpy()[rows]).any():
@@ -105,22 +111,23 @@ def call_kpis(
                 k: float(ts[call_kind_col(cid, k)].to_numpy()[active].sum() * dt_h) for k in kinds
             },
         })
-        # Rebound: after the call, the plant behind the call's buses moving against the call's direction.
+        # Rebound: after the call, the plant behind the call's buses moving against the call's direction,
+        # until recovery_s has passed, the run ends, or another call on any of the same buses starts
+        # (from then on the change behind those buses cannot be told apart between the calls).
         t_stop = np.inf if call.recovery_s is None else call.end_s + call.recovery_s
-        window = (t >= call.end_s) & (t < t_stop)
+        cut_by = None
+        for o in calls:
+            if o is not call and o.start_s >= call.end_s and o.start_s < t_stop and _share_buses(o, call):
+                t_stop, cut_by = o.start_s, o.call_id
+        window = (t >= call.end_s) & (t + dt_s <= t_stop + 1e-9)
         out["recovery_window_s"] = [call.end_s, _f(min(t_stop, t[-1] + dt_s)) if t.size else None]
+        out["recovery_cut_by_call"] = cut_by
         if window.any():
             rebound_kw = -ts[call_col(cid, "target_change_kw")].to_numpy()[window]
             k = int(np.argmax(rebound_kw))
             out["rebound_peak_kw"] = _f(rebound_kw[k])
             out["rebound_peak_t_s"] = _f(t[window][k])
             out["rebound_kwh"] = float(rebound_kw.sum() * dt_h)
-            overlaps = [
-                o.call_id for o in calls
-                if o is not call and (ts[call_col(o.call_id, "active_fraction")].to_numpy()[window] > 0).any()
-            ]
-            if overlaps:
-                out["rebound_overlaps_calls"] = overlaps
         else:
             out.update(rebound_peak_kw=None, rebound_peak_t_s=None, rebound_kwh=None)
         out["grid_rebound"] = grid_window(ts, window)
