@@ -181,7 +181,7 @@ class EVFleet(Fleet):
     """Chargers of one type, their sessions, and (for a share of them) V2G."""
 
     kind = "ev"
-    work_names = ("frac", "e_rem", "e_acc", "e_start", "tmp", "tmp2")
+    work_names = ("frac", "e_rem", "e_acc", "e_start", "p_flat", "tmp", "tmp2")
     twin_cost_keys = ("e_unmet_kwh", "n_sessions_unmet", "e_pending_at_end_kwh", "e_to_vehicles_kwh")
 
     def __init__(
@@ -206,6 +206,11 @@ class EVFleet(Fleet):
         self.soc_v2g_min = float(soc_v2g_min)
         self.taper_soc = tuple(float(x) for x in taper_soc)
         self.taper_frac = tuple(float(x) for x in taper_frac)
+        self._knot_soc = np.asarray(self.taper_soc)
+        self._knot_frac = np.asarray(self.taper_frac)
+        # The curve is flat (full acceptance) up to this state of charge [-].
+        falling = np.flatnonzero(self._knot_frac < self._knot_frac[0])
+        self._soc_flat = float(self._knot_soc[falling[0] - 1]) if falling.size else 1.0
         if sessions.arrival_s.shape[0] != n:
             raise ValueError(f"fleet {name!r}: session table has {sessions.arrival_s.shape[0]} rows, expected {n}")
         self.sessions = sessions
@@ -264,20 +269,44 @@ class EVFleet(Fleet):
         np.subtract(s.e_target_kwh, s.e_kwh, out=e_rem)
         np.maximum(e_rem, 0.0, out=e_rem)
         np.multiply(e_rem, s.plugged, out=e_rem)
-        # The most the vehicle takes in the time it is present (rating and tapered acceptance).
+        # The most the vehicle takes in the time it is present (rating and tapered acceptance). Most
+        # sessions stay on the flat part of the curve for the whole tick, where that is exactly
+        # eta * min(rating, acceptance) * time; the closed-form taper walk runs only on the others.
         np.multiply(frac, dt_h, out=tmp)
-        taper_energy_kwh(s.e_kwh, s.cap_kwh, self.p_rated_kw, s.p_accept_kw, eta, tmp,
-                         self.taper_soc, self.taper_frac, out=e_acc)
+        p_flat = ws.p_flat
+        np.minimum(self.p_rated_kw, s.p_accept_kw, out=p_flat)
+        np.multiply(p_flat, tmp, out=e_acc)
+        e_acc *= eta
+        np.add(s.e_kwh, e_acc, out=tmp2)
+        np.multiply(s.cap_kwh, self._soc_flat, out=e_start)
+        slow = np.flatnonzero((tmp2 > e_start) & s.plugged)
+        if slow.size:
+            e_acc[slow] = taper_energy_kwh(s.e_kwh[slow], s.cap_kwh[slow], self.p_rated_kw[slow],
+                                           s.p_accept_kw[slow], eta, tmp[slow], self.taper_soc, self.taper_frac)
         np.minimum(e_acc, e_rem, out=e_acc)
         np.multiply(e_acc, 1.0 / (eta * dt_h), out=p_max)
         # Laxity: the lowest level from which charging at full power after this tick, until
         # departure, still reaches the target [kWh]. Charging less than that now is not allowed;
-        # a V2G vehicle may discharge down to it.
+        # a V2G vehicle may discharge down to it. The power along the way is at least the power
+        # at the target (the curve never rises with SoC), so a session whose remaining energy
+        # fits at that power has no must-charge and needs the exact walk only if it can discharge.
         np.subtract(s.t_departure_s, t_end_s, out=tmp)
         np.maximum(tmp, 0.0, out=tmp)
         np.multiply(tmp, 1.0 / S_PER_H, out=tmp)
-        taper_start_kwh(s.e_target_kwh, s.cap_kwh, self.p_rated_kw, s.p_accept_kw, eta, tmp,
-                        self.taper_soc, self.taper_frac, out=e_start)
+        np.divide(s.e_target_kwh, s.cap_kwh, out=tmp2)
+        np.clip(tmp2, 0.0, 1.0, out=tmp2)
+        tmp2[:] = np.interp(tmp2, self._knot_soc, self._knot_frac)
+        np.multiply(tmp2, s.p_accept_kw, out=tmp2)
+        np.minimum(tmp2, self.p_rated_kw, out=tmp2)
+        np.multiply(tmp2, tmp, out=tmp2)
+        tmp2 *= eta  # energy surely deliverable after this tick [kWh]
+        np.subtract(s.e_target_kwh, tmp2, out=tmp2)  # an upper bound of the laxity level
+        np.copyto(e_start, s.e_kwh)
+        exact = np.flatnonzero(s.plugged & ((tmp2 > s.e_kwh) | self.v2g))
+        if exact.size:
+            e_start[exact] = taper_start_kwh(s.e_target_kwh[exact], s.cap_kwh[exact], self.p_rated_kw[exact],
+                                             s.p_accept_kw[exact], eta, tmp[exact], self.taper_soc,
+                                             self.taper_frac)
         np.subtract(e_start, s.e_kwh, out=tmp)  # energy that must go in this tick [kWh]
         np.multiply(tmp, s.plugged, out=tmp)
         np.multiply(tmp, 1.0 / (eta * dt_h), out=p_min)
@@ -292,7 +321,8 @@ class EVFleet(Fleet):
         np.minimum(tmp2, tmp, out=tmp2)
         np.multiply(tmp2, self.v2g, out=tmp2)
         # A session with energy that must go in now cannot discharge.
-        np.copyto(p_min, -tmp2, where=p_min <= 0.0)
+        np.negative(tmp2, out=tmp2)
+        np.copyto(p_min, tmp2, where=p_min <= 0.0)
         np.copyto(p_def, p_max)
 
     def _integrate(self, s: EVState, p_kw: np.ndarray, t_s: float, dt_h: float, ws: Workspace) -> None:
