@@ -115,8 +115,10 @@ def _log1p_over_y(y):
 def _taper_walk(e_kwh, cap_kwh, p_rated_kw, p_peak_kw, eta, dt_h, taper_soc, taper_frac, backward):
     """Walk ``dE/dt = +-eta * p(E)`` over ``dt_h`` [h] piece by piece.
 
-    Returns ``(live, e0, cap, e_end)``: which devices could move, the inputs as
-    broadcast float arrays (``cap`` is 1 where not live) and the energy reached [kWh].
+    Returns ``(live, e0, cap, moved_kwh)``: which devices could move, the
+    start energy and capacity as broadcast float arrays (``cap`` is 1 where not
+    live) and the energy moved [kWh] (>= 0, summed piece by piece rather than
+    taken as a difference of levels, so that the rated case is exact).
 
     Shared by :func:`taper_energy_kwh` (forward in time) and
     :func:`taper_start_kwh` (backward). ``p(E) = min(p_rated, p_peak f(E/cap))``
@@ -138,6 +140,7 @@ def _taper_walk(e_kwh, cap_kwh, p_rated_kw, p_peak_kw, eta, dt_h, taper_soc, tap
     cap = np.where(live, cap, 1.0)
     e = np.where(live, e0, 0.0)  # fresh arrays: the walk never touches the inputs
     t_rem_h = np.where(live, dt, 0.0)
+    moved_kwh = np.zeros(shape)
 
     # Below s = 0 the curve keeps its first value (np.interp clamps), so a flat
     # leading segment from -inf covers energies below empty. Above s = 1 there
@@ -147,7 +150,7 @@ def _taper_walk(e_kwh, cap_kwh, p_rated_kw, p_peak_kw, eta, dt_h, taper_soc, tap
     frac_lo = np.concatenate(([knot_frac[0]], knot_frac[:-1]))
     slope = np.concatenate(([0.0], np.diff(knot_frac) / np.diff(knot_soc)))  # df/ds [-]
 
-    def walk(e, t_rem_h, e_lo_kwh, e_hi_kwh, p_now_kw, dp_de_kw_per_kwh):
+    def walk(e, t_rem_h, moved_kwh, e_lo_kwh, e_hi_kwh, p_now_kw, dp_de_kw_per_kwh):
         # Advance the devices inside the piece [e_lo, e_hi] towards its far end.
         # Backward in time the power grows as E falls: the same formulas with
         # the slope's sign flipped and the room measured downwards.
@@ -169,12 +172,12 @@ def _taper_walk(e_kwh, cap_kwh, p_rated_kw, p_peak_kw, eta, dt_h, taper_soc, tap
         reaches = inside & (t_rem_h >= t_end_h)
         # Short of the end: |E(t) - E0| = eta p0 t expm1(x) / x with x = eta k t.
         t_use = np.where(inside, t_rem_h, 0.0)
-        moved_kwh = eta_ * p0 * t_use * _expm1_over_x(eta_ * k_kw_per_kwh * t_use)
-        step_kwh = np.where(inside, np.minimum(moved_kwh, room), 0.0)
+        free_kwh = eta_ * p0 * t_use * _expm1_over_x(eta_ * k_kw_per_kwh * t_use)
+        step_kwh = np.where(inside, np.minimum(free_kwh, room), 0.0)
         e_far = e_lo_kwh if backward else e_hi_kwh
         e = np.where(reaches, e_far, e - step_kwh if backward else e + step_kwh)
         t_rem_h = np.where(reaches, t_rem_h - t_end_h, np.where(inside, 0.0, t_rem_h))
-        return e, t_rem_h
+        return e, t_rem_h, moved_kwh + step_kwh
 
     segments = range(knot_soc.size - 1, -1, -1) if backward else range(knot_soc.size)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -194,10 +197,10 @@ def _taper_walk(e_kwh, cap_kwh, p_rated_kw, p_peak_kw, eta, dt_h, taper_soc, tap
                 if tapered:
                     # p = p_peak (f_hi + m (s - hi)); the min only absorbs round-off at the crossing.
                     p_kw = np.minimum(p_peak * (f_hi + m * (e / cap - hi)), p_rated)
-                    e, t_rem_h = walk(e, t_rem_h, e_cross, e_hi, p_kw, dp_de)
+                    e, t_rem_h, moved_kwh = walk(e, t_rem_h, moved_kwh, e_cross, e_hi, p_kw, dp_de)
                 else:
-                    e, t_rem_h = walk(e, t_rem_h, e_lo, e_cross, p_rated, 0.0)
-    return live, e0, cap, e
+                    e, t_rem_h, moved_kwh = walk(e, t_rem_h, moved_kwh, e_lo, e_cross, p_rated, 0.0)
+    return live, e0, cap, moved_kwh
 
 
 def taper_energy_kwh(e_kwh, cap_kwh, p_rated_kw, p_peak_kw, eta, dt_h, taper_soc, taper_frac, out=None):
@@ -223,10 +226,11 @@ def taper_energy_kwh(e_kwh, cap_kwh, p_rated_kw, p_peak_kw, eta, dt_h, taper_soc
     array of the broadcast shape) receives the result if given. Inputs are
     never mutated.
     """
-    live, e0, cap, e_end = _taper_walk(e_kwh, cap_kwh, p_rated_kw, p_peak_kw, eta, dt_h, taper_soc, taper_frac,
-                                       backward=False)
+    live, e0, cap, moved_kwh = _taper_walk(
+        e_kwh, cap_kwh, p_rated_kw, p_peak_kw, eta, dt_h, taper_soc, taper_frac, backward=False
+    )
     # Round-off in the walk must not push the answer outside [0, headroom].
-    result = np.where(live, np.clip(e_end - e0, 0.0, np.maximum(cap - e0, 0.0)), 0.0)
+    result = np.where(live, np.clip(moved_kwh, 0.0, np.maximum(cap - e0, 0.0)), 0.0)
     if out is not None:
         out[...] = result
         return out
@@ -246,12 +250,13 @@ def taper_start_kwh(e_target_kwh, cap_kwh, p_rated_kw, p_peak_kw, eta, dt_h, tap
     a state of charge where ``f`` is 0, or with no time or power) is its own
     start. Broadcasting, ``out`` and inputs as in :func:`taper_energy_kwh`.
     """
-    live, e_tgt, cap, e_start = _taper_walk(e_target_kwh, cap_kwh, p_rated_kw, p_peak_kw, eta, dt_h, taper_soc,
-                                            taper_frac, backward=True)
+    live, e_tgt, cap, moved_kwh = _taper_walk(
+        e_target_kwh, cap_kwh, p_rated_kw, p_peak_kw, eta, dt_h, taper_soc, taper_frac, backward=True
+    )
     # Round-off must not move the start above the target or below what the rating allows.
     with np.errstate(invalid="ignore"):
         lowest_kwh = e_tgt - np.asarray(eta, dtype=float) * np.asarray(p_rated_kw, dtype=float) * dt_h
-    result = np.where(live, np.clip(e_start, lowest_kwh, e_tgt), e_tgt)
+    result = np.where(live, np.clip(e_tgt - moved_kwh, lowest_kwh, e_tgt), e_tgt)
     if out is not None:
         out[...] = result
         return out

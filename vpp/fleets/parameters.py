@@ -155,7 +155,8 @@ CHARGER_PARAMETERS: dict[str, ChargerParameters] = {
         "8-16 packs of ~1 kWh (48 V x 20 Ah) = 8-16 kWh; acceptance 8-16 x 250 W = 2-4 kW; riders swap at "
         "10-30 % SoC and packs are charged to ~95 % (the charger's end-of-charge current), so the need "
         "is 0.65-0.85 of the batch, mean ~9 kWh (derived); ~2.5 batches a day (~20-25 pack charges) and "
-        "a batch stays ~7 h (a full charge takes ~3-6 h on this taper; illustrative); taper: ~0.25 C pack chargers, CC to 80 % "
+        "a batch stays ~7 h (a full charge takes ~3-6 h on this taper; illustrative); taper: ~0.25 C pack "
+        "chargers, CC to 80 % "
         "(ACN-Sim two-stage battery, secondary)",
     ),
 }
