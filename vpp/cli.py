@@ -126,7 +126,7 @@ def list_names(
     if what not in registries:
         _fail(f"unknown list {what!r}; allowed: {', '.join(registries)}", EXIT_BAD_INPUT)
     for name, desc in registries[what].items():
-        typer.echo(f"{name:<28}{desc}")
+        typer.echo(f"{name:<34} {desc}")
 
 
 def main() -> None:
