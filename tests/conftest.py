@@ -33,6 +33,12 @@ def small_dict() -> dict:
     return copy.deepcopy(_SMALL)
 
 
+@pytest.fixture(scope="session")
+def make_small_dict():
+    """A factory of fresh copies of the small scenario, for fixtures wider than one test."""
+    return lambda: copy.deepcopy(_SMALL)
+
+
 @pytest.fixture
 def root() -> Path:
     """The repository root."""

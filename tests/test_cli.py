@@ -29,8 +29,11 @@ def test_run_writes_results(tmp_path, small_dict):
         assert (out / name).is_file(), name
     meta = json.loads((out / "meta.json").read_text())
     assert meta["seed"] == 11 and len(meta["scenario_sha256"]) == 64
+    assert "measured against the no-call twin" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["dr_calls"]["peak"]["e_requested_kwh"] == pytest.approx(400.0)
+    assert summary["delivery_measured_against"] == "twin"
+    assert [c["id"] for c in summary["calls"]] == ["peak"]
+    assert summary["calls"][0]["requested_kwh"] == pytest.approx(400.0)
 
 
 @pytest.mark.parametrize(
@@ -64,8 +67,28 @@ def test_validate_ok(root):
     assert proc.returncode == 0 and "valid" in proc.stdout
 
 
+def _listed_names(what: str) -> list[str]:
+    """The first word of each line ``vpp list <what>`` prints."""
+    proc = _vpp("list", what)
+    assert proc.returncode == 0, proc.stderr
+    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+
+
+def _parameter_names() -> list[str]:
+    from vpp.fleets.registry import KINDS
+
+    return [f"{s.name}.{s.parameter_field}={k}" for s in KINDS.values() for k in s.parameter_sets]
+
+
 def test_list_names():
-    proc = _vpp("list", "networks")
-    assert proc.returncode == 0 and "mv_oberrhein" in proc.stdout
+    from vpp.dispatch.allocation import ALLOCATORS
+    from vpp.fleets.registry import KINDS
+    from vpp.profiles import PROFILES
+
+    assert "mv_oberrhein" in _listed_names("networks")
+    assert _listed_names("kinds") == list(KINDS)
+    assert _listed_names("profiles") == list(PROFILES)
+    assert _listed_names("strategies") == list(ALLOCATORS)
+    assert _listed_names("parameters") == _parameter_names()
     bad = _vpp("list", "spaceships")
-    assert bad.returncode == 2 and "allowed: networks" in bad.stderr
+    assert bad.returncode == 2 and "allowed: networks, kinds, parameters, profiles, strategies" in bad.stderr

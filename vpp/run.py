@@ -67,6 +67,7 @@ def run_scenario(scenario: Scenario, progress: Callable[[int, int], None] | None
     }
     all_bus_idx = np.concatenate([f.bus_idx for f in fleets])
     grid.attach_vpp(all_bus_idx)
+    grid_twin = grid.clone() if scenario.measurement.twin and scenario.grid.power_flow else None
 
     t = scenario.time
     engine = Engine(
@@ -102,7 +103,7 @@ def run_scenario(scenario: Scenario, progress: Callable[[int, int], None] | None
             if p_twin_bus_kw is not None:
                 # The no-call counterfactual grid; the same injections give the same power flow.
                 same = np.array_equal(p_twin_bus_kw, p_bus_kw)
-                state_twin = state if same else grid.solve(p_twin_bus_kw, load_factor, sgen_factor)
+                state_twin = state if same else grid_twin.solve(p_twin_bus_kw, load_factor, sgen_factor)
         recorder.record(outcome, engine.plant_states, state, state_twin, (g.vm_min_pu, g.vm_max_pu))
         if progress is not None:
             progress(outcome.index + 1, t.n_ticks)

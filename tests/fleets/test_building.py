@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vpp.fleets import BuildingFleet
+from vpp.fleets import BuildingFleet, BuildingState
 from vpp.fleets.parameters import BUILDING_PARAMETERS
 from vpp.profiles import PROFILES
 from vpp.units import S_PER_H
@@ -83,35 +83,67 @@ def _setpoints(rng: np.random.Generator, env) -> np.ndarray:
     return choices[rng.integers(0, choices.shape[0], size=n), np.arange(n)]
 
 
-def _check_tick(fleet: BuildingFleet, env, p_kw, t_in_before, e_batt_before, t_s, dt_s, clock_start_h) -> int:
-    """Assert the per-tick invariants; return how many devices had the band reachable from both sides."""
+def _check_tick(fleet: BuildingFleet, state: BuildingState, env, p_kw, before: BuildingState, t_s, dt_s,
+                clock_start_h) -> int:
+    """Assert the per-tick invariants; return how many devices had the band reachable from both sides.
+
+    ``before`` is a copy of the state taken after ``advance`` and before ``step``.
+    """
+    t_in_before, e_batt_before = before.t_in_c, before.e_batt_kwh
     assert np.all(env.p_min_kw <= env.p_default_kw) and np.all(env.p_default_kw <= env.p_max_kw)
     assert np.all(env.p_min_kw <= p_kw) and np.all(p_kw <= env.p_max_kw)
-    p_hvac = fleet.p_hvac_kw
+    p_hvac = state.p_hvac_kw
     assert np.all((p_hvac >= 0.0) & (p_hvac <= fleet.p_hvac_max_kw))
     # Power balance: the metered power is the sum of its parts.
-    parts = fleet.p_base_kw + fleet.p_pv_kw + p_hvac + fleet.p_batt_kw
+    parts = state.p_base_kw + state.p_pv_kw + p_hvac + state.p_batt_kw
     np.testing.assert_allclose(parts, p_kw, rtol=0, atol=1e-9 * max(1.0, float(np.abs(p_kw).max(initial=0.0))))
-    # Battery stays in its SoC window when it started inside it.
+    # Battery stays in its SoC window when it started inside it, within its power limit.
     has = fleet.batt_cap_kwh > 0.0
     lo, hi = fleet.soc_min * fleet.batt_cap_kwh, fleet.soc_max * fleet.batt_cap_kwh
     inside = has & (e_batt_before >= lo) & (e_batt_before <= hi)
     tol = 1e-9 * np.maximum(fleet.batt_cap_kwh, 1.0)
-    assert np.all(fleet.e_batt_kwh[inside] >= lo[inside] - tol[inside])
-    assert np.all(fleet.e_batt_kwh[inside] <= hi[inside] + tol[inside])
-    assert np.all(fleet.p_batt_kw[~has] == 0.0)
+    assert np.all(state.e_batt_kwh[inside] >= lo[inside] - tol[inside])
+    assert np.all(state.e_batt_kwh[inside] <= hi[inside] + tol[inside])
+    assert np.all(np.abs(state.p_batt_kw) <= fleet.p_batt_max_kw * (1.0 + 1e-12))
+    assert np.all(state.p_batt_kw[~has] == 0.0)
     # The temperature is the 1R1C solution at the HVAC power actually drawn.
     np.testing.assert_allclose(
-        fleet.t_in_c, _t_end(fleet, t_in_before, p_hvac, t_s, dt_s, clock_start_h), rtol=0, atol=1e-9
+        state.t_in_c, _t_end(fleet, t_in_before, p_hvac, t_s, dt_s, clock_start_h), rtol=0, atol=1e-9
     )
     # Comfort band, where it is reachable this tick (module docstring).
     warm_ok = _t_end(fleet, t_in_before, fleet.p_hvac_max_kw, t_s, dt_s, clock_start_h) <= fleet.t_max_c
     cool_ok = _t_end(fleet, t_in_before, 0.0, t_s, dt_s, clock_start_h) >= fleet.t_min_c
-    assert np.all(fleet.t_in_c[warm_ok] <= fleet.t_max_c[warm_ok] + 1e-9)
-    assert np.all(fleet.t_in_c[cool_ok] >= fleet.t_min_c[cool_ok] - 1e-9)
+    assert np.all(state.t_in_c[warm_ok] <= fleet.t_max_c[warm_ok] + 1e-9)
+    assert np.all(state.t_in_c[cool_ok] >= fleet.t_min_c[cool_ok] - 1e-9)
     # Out of reach of the warm edge, the HVAC does its best: full power.
     np.testing.assert_array_equal(p_hvac[~warm_ok], fleet.p_hvac_max_kw[~warm_ok])
+    _check_tick_energy(fleet, before, state, p_kw, dt_s)
     return int((warm_ok & cool_ok).sum())
+
+
+def _check_tick_energy(fleet: BuildingFleet, before: BuildingState, after: BuildingState, p_kw, dt_s) -> None:
+    """Energy accounts of one tick, each recomputed from the powers drawn.
+
+    Grid = base + PV + HVAC + battery at the meter; the battery's grid-side
+    energy = its stored change + a non-negative conversion loss that matches
+    the one-way efficiency.
+    """
+    dt_h = dt_s / S_PER_H
+    eta = fleet.batt_eta
+    p_batt = after.p_batt_kw
+    d_e = after.e_batt_kwh - before.e_batt_kwh
+    loss_ref = np.where(p_batt > 0.0, (1.0 - eta) * p_batt, -p_batt * (1.0 / eta - 1.0)) * dt_h
+    np.testing.assert_allclose(p_batt * dt_h, d_e + loss_ref, rtol=0.0, atol=1e-9)
+    assert np.all(loss_ref >= 0.0)
+    tol = 1e-12 * (1.0 + float(np.abs(p_kw).sum()) * dt_h + float(np.abs(before.e_batt_kwh).sum()))
+    d_grid = after.e_grid_kwh - before.e_grid_kwh
+    assert d_grid == pytest.approx(float(p_kw.sum()) * dt_h, rel=1e-12, abs=tol)
+    parts_kwh = float((after.p_base_kw + after.p_pv_kw + after.p_hvac_kw + p_batt).sum()) * dt_h
+    assert d_grid == pytest.approx(parts_kwh, rel=1e-9, abs=1e-9)
+    assert after.e_hvac_kwh - before.e_hvac_kwh == pytest.approx(float(after.p_hvac_kw.sum()) * dt_h, rel=1e-12, abs=tol)
+    assert after.e_pv_kwh - before.e_pv_kwh == pytest.approx(-float(after.p_pv_kw.sum()) * dt_h, rel=1e-12, abs=tol)
+    d_loss = after.e_batt_loss_kwh - before.e_batt_loss_kwh
+    assert d_loss == pytest.approx(float(loss_ref.sum()), rel=1e-12, abs=tol)
 
 
 @settings(max_examples=40, deadline=None, database=None)
@@ -125,8 +157,10 @@ def _check_tick(fleet: BuildingFleet, env, p_kw, t_in_before, e_batt_before, t_s
     hours=st.floats(1.0, 12.0),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_building_invariants_under_arbitrary_setpoints(n, dt_s, hvac_factor_max, band, soc_window,
-                                                       clock_start_h, hours, seed):
+def test_building_invariants_and_energy_balance_under_arbitrary_setpoints(n, dt_s, hvac_factor_max, band, soc_window,
+                                                                          clock_start_h, hours, seed):
+    """Every tick, whatever the setpoints: power balance at the meter, HVAC and battery limits, the 1R1C
+    temperature, the comfort band where reachable, and the energy accounts (battery losses included)."""
     rng = np.random.default_rng(seed)
     t_min, width = band
     t_max = t_min + width
@@ -140,13 +174,16 @@ def test_building_invariants_under_arbitrary_setpoints(n, dt_s, hvac_factor_max,
         t_set_c=rng.uniform(t_min, t_max, n), t_min_c=t_min, t_max_c=t_max,
         soc_min=soc_min, soc_max=soc_max, soc_init=rng.uniform(soc_min, soc_max, n),
     )
+    state = fleet.initial_state()
     n_ticks = min(math.ceil(hours * S_PER_H / dt_s), MAX_TICKS)
     for i in range(n_ticks):
         t_s = i * dt_s
-        env = fleet.flexibility(t_s, dt_s)
-        t_in_before, e_batt_before = fleet.t_in_c.copy(), fleet.e_batt_kwh.copy()
-        p_kw = fleet.step(_setpoints(rng, env), t_s, dt_s)
-        _check_tick(fleet, env, p_kw, t_in_before, e_batt_before, t_s, dt_s, clock_start_h)
+        fleet.advance(state, t_s, dt_s)
+        before = state.copy()
+        env = fleet.flexibility(state, t_s, dt_s)
+        assert state.equals(before)
+        p_kw = fleet.step(state, _setpoints(rng, env), t_s, dt_s, env)
+        _check_tick(fleet, state, env, p_kw, before, t_s, dt_s, clock_start_h)
 
 
 @pytest.mark.parametrize("dt_s", [60.0, 300.0, 900.0])
@@ -156,14 +193,16 @@ def test_office_mid_in_shenzhen_summer_holds_the_band_all_day(dt_s):
     n = 12
     fleet = _office(n, clock_start_h=0.0, t_in_init_c=rng.uniform(OFFICE.t_min_c, OFFICE.t_max_c, n),
                     size=rng.uniform(0.8, 1.2, n), pv=1.0, batt=1.0)
+    state = fleet.initial_state()
     for i in range(int(24 * S_PER_H / dt_s)):
         t_s = i * dt_s
-        env = fleet.flexibility(t_s, dt_s)
-        t_in_before, e_before = fleet.t_in_c.copy(), fleet.e_batt_kwh.copy()
-        p_kw = fleet.step(_setpoints(rng, env), t_s, dt_s)
-        assert _check_tick(fleet, env, p_kw, t_in_before, e_before, t_s, dt_s, 0.0) == n
-        assert np.all((fleet.t_in_c >= OFFICE.t_min_c - 1e-9) & (fleet.t_in_c <= OFFICE.t_max_c + 1e-9))
-    assert fleet.comfort_violation_kh == pytest.approx(0.0, abs=1e-9)
+        fleet.advance(state, t_s, dt_s)
+        before = state.copy()
+        env = fleet.flexibility(state, t_s, dt_s)
+        p_kw = fleet.step(state, _setpoints(rng, env), t_s, dt_s, env)
+        assert _check_tick(fleet, state, env, p_kw, before, t_s, dt_s, 0.0) == n
+        assert np.all((state.t_in_c >= OFFICE.t_min_c - 1e-9) & (state.t_in_c <= OFFICE.t_max_c + 1e-9))
+    assert state.comfort_violation_kh == pytest.approx(0.0, abs=1e-9)
 
 
 def _unsaturated(fleet, t_in_before, t_s, dt_s, clock_start_h) -> np.ndarray:
@@ -181,15 +220,15 @@ def test_thermostat_holds_setpoint_at_default_power(dt_s):
     # From 26.5 degC at full power, T_eq = 31 + 0.05 (60 - 3.2 * 80) = 21.2 degC at 10:00 and tau = 3 h:
     # 25 degC is reached after ~3 h * ln(5.3 / 3.8) = 1 h; run 75 min at 1 s ticks, 6 h otherwise.
     n_ticks = min(int(6 * S_PER_H / dt_s), 4500)
+    state = fleet.initial_state()
     history = []
     for i in range(n_ticks):
         t_s = i * dt_s
-        fleet.flexibility(t_s, dt_s)
-        t_before = fleet.t_in_c.copy()
+        t_before = state.t_in_c.copy()
         free = _unsaturated(fleet, t_before, t_s, dt_s, clock_start_h)
-        fleet.step_default(t_s, dt_s)
-        history.append((free, t_before, fleet.t_in_c.copy(), fleet.p_hvac_kw.copy()))
-        np.testing.assert_allclose(fleet.t_in_c[free], OFFICE.t_set_c, rtol=0, atol=1e-6)
+        fleet.step_default(state, t_s, dt_s)
+        history.append((free, t_before, state.t_in_c.copy(), state.p_hvac_kw.copy()))
+        np.testing.assert_allclose(state.t_in_c[free], OFFICE.t_set_c, rtol=0, atol=1e-6)
     frees = np.array([h[0] for h in history])
     # Building 0 sits at the setpoint and is never saturated (office_mid is sized for it).
     assert frees[:, 0].all()
@@ -204,18 +243,21 @@ def test_thermostat_holds_setpoint_at_default_power(dt_s):
 def test_relaxation_to_t_max_then_rebound_after_the_call():
     """Hold p_min 14:00-16:00: the room warms to t_max_c and holds it; back to default, the HVAC rebounds.
 
-    Compared with a twin office left at its default all along (the no-call counterfactual).
+    Compared with a twin left at its default all along (the no-call counterfactual): a copy of the
+    same office's initial state, stepped by the same fleet.
     """
     dt_s, clock_start_h = 300.0, 13.0
     call = (12, 36)  # ticks of 14:00-16:00
-    called = _office(1, clock_start_h=clock_start_h, t_in_init_c=OFFICE.t_set_c)
-    twin = _office(1, clock_start_h=clock_start_h, t_in_init_c=OFFICE.t_set_c)
+    fleet = _office(1, clock_start_h=clock_start_h, t_in_init_c=OFFICE.t_set_c)
+    called = fleet.initial_state()
+    twin = called.copy()
     rows = []
     for i in range(60):  # 13:00-18:00
         t_s = i * dt_s
-        env = called.flexibility(t_s, dt_s)
-        called.step(env.p_min_kw if call[0] <= i < call[1] else env.p_default_kw, t_s, dt_s)
-        twin.step_default(t_s, dt_s)
+        fleet.advance(called, t_s, dt_s)
+        env = fleet.flexibility(called, t_s, dt_s)
+        fleet.step(called, env.p_min_kw if call[0] <= i < call[1] else env.p_default_kw, t_s, dt_s, env)
+        fleet.step_default(twin, t_s, dt_s)
         rows.append((called.t_in_c[0], called.p_hvac_kw[0], twin.t_in_c[0], twin.p_hvac_kw[0]))
     t_c, p_c, t_b, p_b = (np.array(col) for col in zip(*rows, strict=True))
     np.testing.assert_allclose(t_b, OFFICE.t_set_c, atol=1e-6)  # the twin holds its setpoint
@@ -236,6 +278,10 @@ def test_relaxation_to_t_max_then_rebound_after_the_call():
 
 def test_empty_building_fleet():
     fleet = _office(0, clock_start_h=0.0, t_in_init_c=np.zeros(0))
-    env = fleet.flexibility(0.0, 300.0)
+    state = fleet.initial_state()
+    fleet.advance(state, 0.0, 300.0)
+    env = fleet.flexibility(state, 0.0, 300.0)
     assert env.p_min_kw.shape == (0,)
-    assert fleet.step(np.zeros(0), 0.0, 300.0).shape == (0,)
+    assert fleet.step(state, np.zeros(0), 0.0, 300.0, env).shape == (0,)
+    assert fleet.step_default(state, 300.0, 300.0).shape == (0,)
+    assert fleet.summary(state)["n_devices"] == 0

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from vpp.fleets.kernels import (
+    backup_reserve_kwh,
     battery_energy_step,
     battery_loss_kwh,
     battery_power_bounds,
@@ -340,10 +341,35 @@ def test_split_by_room_invariants(shape, n_components):
         )
 
 
+# --------------------------------------------------------------------------------------------
+# backup_reserve_kwh
+# --------------------------------------------------------------------------------------------
+
+# (backup_h, p_design_kw, eta, reserve_expected): the energy that, after discharge losses, carries
+# the design load for the backup hours, backup_h * p_design_kw / eta (../shared/DOMAIN.md):
+_RESERVE_ROWS = [
+    (3.0, 3.9, 0.95, 11.7 / 0.95),  # 5g_macro: 3 h x 3.9 kW = 11.7 kWh delivered, 12.3158 kWh from the cells
+    (0.0, 3.9, 0.95, 0.0),  # no backup duty
+    (4.0, 10.0, 1.0, 40.0),  # lossless: exactly the delivered energy
+    (2.5, 0.0, 0.9, 0.0),  # no design load
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_backup_reserve_kwh_hand_values(shape):
+    backup_h, p_design, eta, ref = _tile(_RESERVE_ROWS, shape[0])
+    before = _frozen_copies(backup_h, p_design, eta)
+    got = backup_reserve_kwh(backup_h, p_design, eta)
+    _assert_unchanged(before, (backup_h, p_design, eta))
+    assert got.shape == shape
+    np.testing.assert_allclose(got, ref, rtol=1e-15, atol=0.0)
+
+
 def test_kernels_accept_scalars():
     """Rows of the hand tables above as plain floats."""
     assert float(battery_energy_step(20.0, -9.0, 0.5, 0.9)) == pytest.approx(15.0, rel=1e-12)
     assert float(battery_loss_kwh(-9.0, 0.5, 0.9)) == pytest.approx(0.5, rel=1e-12)
     assert float(rc_coefficient(0.05, 60.0, 3.0)) == pytest.approx(math.exp(-1.0), rel=1e-14)  # dt = tau
+    assert float(backup_reserve_kwh(3.0, 3.9, 0.95)) == pytest.approx(11.7 / 0.95, rel=1e-15)
     share_a, share_b = split_by_room(-6.0, 2.0, 4.0)  # total room 6: all of it, downwards
     assert (float(share_a), float(share_b)) == (-2.0, -4.0)

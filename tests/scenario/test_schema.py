@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vpp.fleets.registry import KINDS
 from vpp.scenario import ScenarioError, load_scenario, parse_scenario, scenario_hash
 
 
@@ -72,6 +73,59 @@ def test_bad_values_name_field_and_allowed(small_dict, path, value, expected):
         node = node[key]
     node[path[-1]] = value
     assert expected in _error(small_dict)
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        (("fleets", 0, "name"), "fleets[0].name"),
+        (("fleets", 1, "operator"), "fleets[1].operator"),
+        (("dr_calls", 0, "id"), "dr_calls[0].id"),
+        (("name",), "name"),
+    ],
+)
+def test_names_may_not_contain_dots(small_dict, path, field):
+    # Result columns are namespaced with dots (fleet.<name>.p_kw): a dotted name could collide.
+    node = small_dict
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = "a.b"
+    msg = _error(small_dict)
+    assert msg.startswith(f"s.yaml: {field}: String should match pattern") and "(got 'a.b')" in msg
+
+
+def test_column_like_names_are_fine(small_dict):
+    for f, name in zip(small_dict["fleets"], ["vpp", "p_vpp_kw", "ev", "default"]):
+        f["name"] = name
+    small_dict["dr_calls"][0]["id"] = "t_s"
+    sc = parse_scenario(small_dict)
+    assert [f.name for f in sc.fleets] == ["vpp", "p_vpp_kw", "ev", "default"]
+
+
+def test_fleet_kinds_come_from_the_registry(small_dict):
+    sc = parse_scenario(small_dict)
+    for f in sc.fleets:
+        assert isinstance(f, KINDS[f.kind].config)
+    small_dict["fleets"][0]["kind"] = "toaster"
+    msg = _error(small_dict)
+    assert msg.startswith("s.yaml: fleets[0]: ")
+    assert all(f"'{kind}'" in msg for kind in KINDS)
+
+
+def test_measurement_twin_defaults_on(small_dict):
+    assert parse_scenario(small_dict).measurement.twin is True
+    small_dict["measurement"] = {"twin": False}
+    assert parse_scenario(small_dict).measurement.twin is False
+    small_dict["measurement"] = {"twin": True, "baseline": "x"}
+    assert "measurement: unknown key 'baseline'; allowed keys: twin" in _error(small_dict)
+
+
+def test_call_recovery_window(small_dict):
+    assert parse_scenario(small_dict).dr_calls[0].recovery_s is None  # default: the rest of the run
+    small_dict["dr_calls"][0]["recovery_s"] = 900
+    assert parse_scenario(small_dict).dr_calls[0].recovery_s == 900.0
+    small_dict["dr_calls"][0]["recovery_s"] = -1
+    assert _error(small_dict) == "s.yaml: dr_calls[0].recovery_s: Input should be greater than or equal to 0 (got -1)"
 
 
 def test_duplicate_fleet_names(small_dict):

@@ -55,6 +55,14 @@ class GridModel:
         self._vpp_bus_pos = np.zeros(0, dtype=np.int64)
         self._init = "auto"
 
+    def clone(self) -> "GridModel":
+        """An independent copy (its own net and warm start), e.g. for the no-call twin's power flows.
+
+        Power flows warm-start from the previous solution; solving the twin on
+        its own copy keeps the plant's results independent of whether a twin runs.
+        """
+        return copy.deepcopy(self)
+
     def position(self, bus: int) -> int:
         """Position of a bus label in :attr:`bus_index` (KeyError if absent)."""
         return self._pos[int(bus)]
