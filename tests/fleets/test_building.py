@@ -140,8 +140,10 @@ def _check_tick_energy(fleet: BuildingFleet, before: BuildingState, after: Build
     assert d_grid == pytest.approx(float(p_kw.sum()) * dt_h, rel=1e-12, abs=tol)
     parts_kwh = float((after.p_base_kw + after.p_pv_kw + after.p_hvac_kw + p_batt).sum()) * dt_h
     assert d_grid == pytest.approx(parts_kwh, rel=1e-9, abs=1e-9)
-    assert after.e_hvac_kwh - before.e_hvac_kwh == pytest.approx(float(after.p_hvac_kw.sum()) * dt_h, rel=1e-12, abs=tol)
-    assert after.e_pv_kwh - before.e_pv_kwh == pytest.approx(-float(after.p_pv_kw.sum()) * dt_h, rel=1e-12, abs=tol)
+    d_hvac = after.e_hvac_kwh - before.e_hvac_kwh
+    d_pv = after.e_pv_kwh - before.e_pv_kwh
+    assert d_hvac == pytest.approx(float(after.p_hvac_kw.sum()) * dt_h, rel=1e-12, abs=tol)
+    assert d_pv == pytest.approx(-float(after.p_pv_kw.sum()) * dt_h, rel=1e-12, abs=tol)
     d_loss = after.e_batt_loss_kwh - before.e_batt_loss_kwh
     assert d_loss == pytest.approx(float(loss_ref.sum()), rel=1e-12, abs=tol)
 

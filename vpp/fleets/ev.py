@@ -206,10 +206,13 @@ class EVFleet(Fleet):
         self.soc_v2g_min = float(soc_v2g_min)
         self.taper_soc = tuple(float(x) for x in taper_soc)
         self.taper_frac = tuple(float(x) for x in taper_frac)
-        self._knot_soc = np.asarray(self.taper_soc)
-        self._knot_frac = np.asarray(self.taper_frac)
-        # The curve is flat (full acceptance) up to this state of charge [-].
-        falling = np.flatnonzero(self._knot_frac < self._knot_frac[0])
+        self._knot_soc = frozen(self.taper_soc, len(self.taper_soc))
+        self._knot_frac = frozen(self.taper_frac, len(self.taper_frac))
+        if np.any(np.diff(self._knot_soc) <= 0.0) or np.any(np.diff(self._knot_frac) > 0.0):
+            raise ValueError(f"fleet {name!r}: taper_soc must increase and taper_frac must not increase")
+        # The curve is flat at its first value up to this state of charge [-].
+        self._frac_flat = float(self._knot_frac[0])
+        falling = np.flatnonzero(self._knot_frac < self._frac_flat)
         self._soc_flat = float(self._knot_soc[falling[0] - 1]) if falling.size else 1.0
         if sessions.arrival_s.shape[0] != n:
             raise ValueError(f"fleet {name!r}: session table has {sessions.arrival_s.shape[0]} rows, expected {n}")
@@ -274,7 +277,8 @@ class EVFleet(Fleet):
         # eta * min(rating, acceptance) * time; the closed-form taper walk runs only on the others.
         np.multiply(frac, dt_h, out=tmp)
         p_flat = ws.p_flat
-        np.minimum(self.p_rated_kw, s.p_accept_kw, out=p_flat)
+        np.multiply(s.p_accept_kw, self._frac_flat, out=p_flat)
+        np.minimum(self.p_rated_kw, p_flat, out=p_flat)
         np.multiply(p_flat, tmp, out=e_acc)
         e_acc *= eta
         np.add(s.e_kwh, e_acc, out=tmp2)
@@ -285,6 +289,8 @@ class EVFleet(Fleet):
                                            s.p_accept_kw[slow], eta, tmp[slow], self.taper_soc, self.taper_frac)
         np.minimum(e_acc, e_rem, out=e_acc)
         np.multiply(e_acc, 1.0 / (eta * dt_h), out=p_max)
+        np.multiply(frac, self.p_rated_kw, out=tmp2)
+        np.minimum(p_max, tmp2, out=p_max)  # energy back to power may round one step above the rating
         # Laxity: the lowest level from which charging at full power after this tick, until
         # departure, still reaches the target [kWh]. Charging less than that now is not allowed;
         # a V2G vehicle may discharge down to it. The power along the way is at least the power
