@@ -56,3 +56,55 @@ def test_registry_builders_exist():
 
     for func_name, _ in PANDAPOWER_NETWORKS.values():
         assert hasattr(pn, func_name)
+
+
+def _patched_runpp(monkeypatch, fail_inits):
+    """Make pandapower's runpp fail for the given ``init`` values, recording every call's init."""
+    from vpp.grid import model as grid_model
+
+    real = pp.runpp
+    calls = []
+
+    def runpp(net, init="auto", **kwargs):
+        calls.append((init, kwargs.get("max_iteration")))
+        if init in fail_inits:
+            raise pp.LoadflowNotConverged("patched: no convergence")
+        return real(net, init=init, **kwargs)
+
+    monkeypatch.setattr(grid_model.pp, "runpp", runpp)
+    return calls
+
+
+def test_a_power_flow_that_does_not_converge_is_retried_from_another_start(monkeypatch):
+    model = GridModel(load_network("cigre_mv"))
+    model.attach_vpp(np.array([3, 5]))
+    p_bus_kw = np.full(model.n_bus, 200.0)
+    reference = model.solve(p_bus_kw, 1.0, 0.0)  # converged: the next tick warm-starts
+    calls = _patched_runpp(monkeypatch, fail_inits={"results"})
+    state = model.solve(p_bus_kw, 1.0, 0.0)
+    assert calls == [("results", "auto"), ("dc", 30)]
+    assert state.converged and state.attempts == 2
+    np.testing.assert_allclose(state.vm_pu, reference.vm_pu, atol=1e-8)
+
+
+def test_a_power_flow_that_fails_twice_is_nan_never_the_last_result(monkeypatch):
+    model = GridModel(load_network("cigre_mv"))
+    model.attach_vpp(np.array([3, 5]))
+    p_bus_kw = np.full(model.n_bus, 200.0)
+    assert model.solve(p_bus_kw, 1.0, 0.0).converged
+    calls = _patched_runpp(monkeypatch, fail_inits={"results", "dc"})
+    state = model.solve(p_bus_kw, 1.0, 0.0)
+    assert not state.converged and state.attempts == 2
+    assert np.isnan(state.vm_pu).all() and np.isnan(state.line_loading_percent).all()
+    assert np.isnan(state.trafo_loading_percent).all() and np.isnan(state.p_ext_grid_mw)
+    # After a failure the next tick starts cold, not from the failed solution.
+    calls.clear()
+    assert model.solve(p_bus_kw, 1.0, 0.0).converged
+    assert calls == [("auto", "auto")]
+
+
+def test_an_overloaded_net_does_not_converge():
+    # Four times case33bw's load: no start converges (the fault the run must count, not hide).
+    model = GridModel(load_network("case33bw"))
+    state = model.solve(np.zeros(model.n_bus), 4.0, 0.0)
+    assert not state.converged and state.attempts == 2 and np.isnan(state.vm_pu).all()

@@ -5,6 +5,11 @@ power arrives in kW from the simulator and is handed to pandapower in MW on
 one aggregated load element per bus that hosts devices (unity power factor).
 The net's own loads and static generators follow daily profiles scaled from
 their nominal values.
+
+A power flow that does not converge is retried once from another starting
+point (see :meth:`GridModel.solve`); if that fails too, the tick's
+:class:`GridState` is NaN throughout with ``converged=False``. Results of an
+earlier tick are never returned in its place.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from vpp.units import KW_PER_MW
 __all__ = ["GridModel", "GridState"]
 
 _NUMBA = importlib.util.find_spec("numba") is not None
+_RETRY_MAX_ITERATION = 30  # Newton-Raphson iterations on the retry (pandapower's default for "nr" is 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,7 @@ class GridState:
     trafo_loading_percent: np.ndarray  # per in-service transformer [%]
     p_ext_grid_mw: float  # total import from the external grid(s) [MW]
     p_loss_mw: float  # total line and transformer losses [MW]
+    attempts: int = 1  # power flows tried for this tick: 1, or 2 when the first did not converge
 
 
 class GridModel:
@@ -93,7 +100,13 @@ class GridModel:
         """Run a power flow with the VPP drawing ``p_vpp_bus_kw`` [kW per bus position].
 
         ``load_factor`` and ``sgen_factor`` [-] scale the net's own loads and
-        static generators from their nominal values for this tick.
+        static generators from their nominal values for this tick. The first
+        attempt warm-starts from the previous tick's solution (``init="auto"``
+        on the first tick or after a failure: DC angles, magnitudes at the
+        external grid's setpoint); if it does not converge, one retry starts
+        from ``init="dc"`` (flat magnitudes, DC angles) with up to 30
+        iterations. If both fail, the returned state has ``converged=False``
+        and NaN everywhere.
         """
         net = self.net
         if self._vpp_load_idx is None:
@@ -107,16 +120,27 @@ class GridModel:
             net.sgen["p_mw"] = self._sgen_p0_mw * sgen_factor
         if self._vpp_load_idx.size:
             net.load.loc[self._vpp_load_idx, "p_mw"] = p_vpp_bus_kw[self._vpp_bus_pos] / KW_PER_MW
-        try:
-            pp.runpp(net, init=self._init, numba=_NUMBA)
-        except pp.LoadflowNotConverged:
-            self._init = "auto"
+        first = self._init
+        # The retry starts cold: flat voltage magnitudes and angles from a DC power flow, with more
+        # iterations (heavy ticks converge slowly). A plain flat start is no use as the retry: it fails
+        # outright on nets with phase-shifting transformers (mv_oberrhein) where "dc" converges.
+        retry = "dc"
+        attempts = 0
+        for init, max_iteration in ((first, "auto"), (retry, _RETRY_MAX_ITERATION)):
+            attempts += 1
+            try:
+                pp.runpp(net, init=init, max_iteration=max_iteration, numba=_NUMBA)
+                break
+            except pp.LoadflowNotConverged:
+                continue
+        else:
+            self._init = "auto"  # never warm-start from a failed solution
             nan_bus = np.full(self.n_bus, np.nan)
             return GridState(False, nan_bus, np.full(len(net.line), np.nan), np.full(len(net.trafo), np.nan),
-                             float("nan"), float("nan"))
+                             float("nan"), float("nan"), attempts)
         self._init = "results"
         vm_pu = net.res_bus.vm_pu.reindex(self.bus_index).to_numpy(dtype=float, copy=True)
         line_pct = net.res_line.loading_percent.to_numpy(dtype=float, copy=True) if len(net.line) else np.zeros(0)
         trafo_pct = net.res_trafo.loading_percent.to_numpy(dtype=float, copy=True) if len(net.trafo) else np.zeros(0)
         p_loss_mw = float(net.res_line.pl_mw.sum()) + (float(net.res_trafo.pl_mw.sum()) if len(net.trafo) else 0.0)
-        return GridState(True, vm_pu, line_pct, trafo_pct, float(net.res_ext_grid.p_mw.sum()), p_loss_mw)
+        return GridState(True, vm_pu, line_pct, trafo_pct, float(net.res_ext_grid.p_mw.sum()), p_loss_mw, attempts)
