@@ -1,15 +1,47 @@
-"""Writing results to disk: Parquet tables and JSON, written only at the edge."""
+"""Writing results to disk: Parquet tables and JSON, written only at the edge.
+
+Output directories
+------------------
+A run's files are written into a fresh temporary directory beside ``out_dir``
+(same parent, named ``.<name>.vpp-tmp-*``) and moved into place with one
+rename when every file is written, so ``out_dir`` never holds half a run.
+Reuse policy: a run never mixes its files with an earlier run's.
+
+- ``out_dir`` absent or an empty directory: used.
+- ``out_dir`` holds a ``manifest.json`` written by vpp and nothing but the
+  files it lists (an earlier run's results): replaced whole. The old directory
+  is renamed aside, the new one renamed into place, then the old one deleted.
+- any other non-empty directory: refused (:class:`OutputDirError`); vpp never
+  deletes files it did not write.
+- an existing file, or a path whose parent cannot be written: refused.
+
+:func:`check_out_dir` applies these rules; the CLI calls it before a run
+starts, and :func:`write_results` again before it writes.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
 from vpp.metrics.results import Results
 
-__all__ = ["write_results", "summary_table"]
+__all__ = ["MANIFEST", "OutputDirError", "check_out_dir", "write_results", "summary_table"]
+
+MANIFEST = "manifest.json"
+"""The file that marks a directory as one run's results and lists its files."""
+
+_WRITTEN_BY = "vpp"
+
+
+class OutputDirError(ValueError):
+    """An output directory vpp cannot or will not write; ``str()`` is one line that starts with the path."""
 
 
 def _clean(obj: Any) -> Any:
@@ -26,42 +58,146 @@ def _clean(obj: Any) -> Any:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    path.write_text(json.dumps(_clean(data), indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def _write_parquet(path: Path, df) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    df.to_parquet(tmp, index=False, engine="pyarrow")
-    tmp.replace(path)
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
 
 
-def write_results(results: Results, out_dir: str | Path) -> list[Path]:
-    """Write every table and document of ``results`` into ``out_dir``; return the paths written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    tables = {
-        "timeseries.parquet": results.timeseries,
-        "buses.parquet": results.buses,
-        "bus_timeseries.parquet": results.bus_timeseries,
-        "devices.parquet": results.devices,
-    }
-    for name, df in tables.items():
-        if df is not None:
-            _write_parquet(out / name, df)
-            written.append(out / name)
-    summary = {"scenario": results.scenario_name, "completed": results.completed, "error": results.error,
-               **results.summary}
-    _write_json(out / "summary.json", summary)
-    _write_json(out / "meta.json", results.meta)
-    written += [out / "summary.json", out / "meta.json"]
-    return written
+def _is_scratch(name: str) -> bool:
+    # Staging directories of this or an interrupted earlier write, beside out_dir.
+    return name.startswith(".") and (".vpp-tmp-" in name or ".vpp-old-" in name or ".vpp-probe-" in name)
+
+
+def _manifest_files(out: Path) -> list[str] | None:
+    """The files a vpp manifest in ``out`` lists, or None when there is no readable vpp manifest."""
+    try:
+        doc = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("written_by") != _WRITTEN_BY or not isinstance(doc.get("files"), list):
+        return None
+    return [str(f) for f in doc["files"]]
+
+
+def _probe_writable(directory: Path, what: str) -> None:
+    """Create and remove a directory in ``directory``: the only test of writability that root cannot fool."""
+    probe = directory / f".vpp-probe-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        probe.mkdir()
+    except OSError as exc:
+        raise OutputDirError(f"{what}: cannot write in {directory} ({_reason(exc)})") from None
+    probe.rmdir()
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """Check that a run's results can go to ``out_dir``, before any work; return it as an absolute path.
+
+    Raises :class:`OutputDirError` (one line, naming the path) when ``out_dir``
+    is an existing file, sits under a file, cannot be created or written, or is
+    a non-empty directory that is not an earlier vpp run's (see the module
+    docstring for the reuse policy). Creates nothing.
+    """
+    given = Path(out_dir)
+    out = Path(os.path.realpath(given))  # the directory a symlink names is the one replaced
+    if out.parent == out:
+        raise OutputDirError(f"{given} is a filesystem root; give a directory below it")
+    if out.exists():
+        if not out.is_dir():
+            raise OutputDirError(f"{given} is an existing file, not a directory")
+        try:
+            entries = sorted(p.name for p in out.iterdir())
+        except OSError as exc:
+            raise OutputDirError(f"{given} cannot be read ({_reason(exc)})") from None
+        if entries:
+            listed = _manifest_files(out)
+            if listed is None:
+                raise OutputDirError(
+                    f"{given} is not empty and was not written by vpp; choose another directory or empty it"
+                )
+            foreign = [e for e in entries if e != MANIFEST and e not in listed]
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+                raise OutputDirError(
+                    f"{given} holds files an earlier vpp run did not write ({shown}); "
+                    "choose another directory or remove them"
+                )
+        _probe_writable(out.parent, str(given))
+        return out
+    # Absent: its nearest existing ancestor must be a directory we can write in.
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputDirError(f"{given} cannot be created: {ancestor} is a file, not a directory")
+    _probe_writable(ancestor, f"{given} cannot be created")
+    return out
+
+
+def _commit(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` into place as ``out``, replacing an empty or earlier-run ``out`` whole."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = out.parent / f".{out.name}.vpp-old-{os.getpid()}-{secrets.token_hex(4)}"
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_results(results: Results, out_dir: str | Path, plot: bool = False) -> list[Path]:
+    """Write every table and document of ``results`` into ``out_dir``; return the paths written.
+
+    The files are staged in a temporary directory beside ``out_dir`` and moved
+    into place together; ``manifest.json`` lists them. ``out_dir`` is checked
+    with :func:`check_out_dir` first (:class:`OutputDirError` if refused).
+    ``plot`` also writes ``dispatch.png``.
+    """
+    out = check_out_dir(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.vpp-tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        names = []
+        tables = {
+            "timeseries.parquet": results.timeseries,
+            "buses.parquet": results.buses,
+            "bus_timeseries.parquet": results.bus_timeseries,
+            "devices.parquet": results.devices,
+        }
+        for name, df in tables.items():
+            if df is not None:
+                df.to_parquet(tmp / name, index=False, engine="pyarrow")
+                names.append(name)
+        _write_json(tmp / "summary.json", {"scenario": results.scenario_name, **results.status(),
+                                           **results.summary})
+        _write_json(tmp / "meta.json", results.meta)
+        names += ["summary.json", "meta.json"]
+        if plot:
+            from vpp.metrics.plots import plot_dispatch
+
+            plot_dispatch(results, tmp / "dispatch.png")
+            names.append("dispatch.png")
+        # The manifest is written last: a directory with a manifest holds every file it lists.
+        _write_json(tmp / MANIFEST, {"written_by": _WRITTEN_BY, "scenario": results.scenario_name,
+                                     **results.status(), "files": names})
+        _commit(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out / name for name in names + [MANIFEST]]
 
 
 def _fmt(x, spec: str) -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        width = re.match(r"[<>^]?\d*", spec).group(0)  # keep the column's alignment and width
+        return format("-", width if width[:1] in "<>^" and width[1:] else (">" + width if width else ""))
+    return format(x, spec)
 
 
 def _pair(a, b, spec: str, unit: str) -> str:
@@ -75,7 +211,8 @@ def summary_table(results: Results) -> str:
     twin = s.get("delivery_measured_against") == "twin"
     lines = [
         f"scenario {results.scenario_name}: {plant['n_devices']:,} devices, {s['n_ticks']} ticks of {s['dt_s']:g} s"
-        + ("" if results.completed else f"  [STOPPED EARLY: {results.error}]"),
+        + ("" if results.completed else
+           f"  [INCOMPLETE: {s['n_ticks']} of {results.meta.get('n_ticks')} ticks; {results.error}]"),
         f"VPP energy {plant['e_vpp_kwh']:,.0f} kWh"
         + (f" (no-call twin {plant['e_twin_kwh']:,.0f} kWh)" if twin else "")
         + f", peak {_fmt(plant['p_vpp_max_kw'], ',.0f')} kW, "
@@ -103,14 +240,20 @@ def summary_table(results: Results) -> str:
             parts = [f"{kind}: " + ", ".join(f"{k} {v:+,.1f}" for k, v in d.items()) for kind, d in cost.items()]
             lines.append("what the calls cost by the end of the run (plant - twin): " + "; ".join(parts))
     g = s.get("grid") or {}
-    if "power_flows" in g:
+    if g:
+        conv = g.get("convergence") or {}
+        n_pf = conv.get("n_ticks", g.get("power_flows", 0))
+        if conv.get("n_not_converged") or conv.get("twin_n_not_converged"):
+            head = f"grid: {conv['note']} (NaN for those ticks)"
+        else:
+            head = f"grid: {n_pf} power flows, all converged"
         lines.append("")
         lines.append(
-            f"grid: {g['power_flows']} power flows, {g['power_flows_not_converged']} not converged"
-            + (f", vm {g['vm_min_pu']:.4f}..{g['vm_max_pu']:.4f} pu, line loading max "
+            head
+            + (f"; vm {g['vm_min_pu']:.4f}..{g['vm_max_pu']:.4f} pu, line loading max "
                f"{_fmt(g['line_loading_max_percent'], '.1f')} %, trafo loading max "
                f"{_fmt(g['trafo_loading_max_percent'], '.1f')} %, voltage-violation ticks "
-               f"{g['n_ticks_voltage_violation']}" if g["power_flows"] else "")
+               f"{g['n_ticks_voltage_violation']}" if g.get("power_flows") else "")
         )
         for c in s["calls"]:
             for label, key in (("during", "grid_during"), ("rebound", "grid_rebound")):

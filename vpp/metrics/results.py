@@ -18,9 +18,14 @@ class Results:
     requested/delivered, grid extremes). ``buses``: per-bus aggregates.
     ``bus_timeseries``: per-bus power and voltage every tick (long format), if
     recorded. ``devices``: sampled per-device power (long format), if asked.
-    ``summary``: KPIs. ``meta``: seed, versions, scenario hash. ``completed`` is
-    False when the run stopped early; everything up to that tick is kept and
-    ``error`` says why.
+    ``summary``: KPIs. ``meta``: seed, versions, scenario hash.
+
+    A run that stopped early is partial, never silently short: ``completed``
+    is False, ``stopped_by`` says why (``"SIGINT"``, ``"SIGTERM"``,
+    ``"grid_not_converged"`` or ``"error"``), ``error`` says what happened, and
+    ``meta["last_tick"]`` names the last tick computed (``index`` and ``t_s``;
+    None if none was). Every table holds exactly the ticks up to that one.
+    :meth:`status` gathers these for ``summary.json`` and ``meta.json``.
     """
 
     scenario_name: str
@@ -32,3 +37,15 @@ class Results:
     devices: pd.DataFrame | None = None
     completed: bool = True
     error: str | None = field(default=None)
+    stopped_by: str | None = None
+
+    def status(self) -> dict[str, Any]:
+        """Whether the run is complete, and if not where and why it stopped (JSON-ready)."""
+        return {
+            "complete": self.completed,
+            "stopped_by": self.stopped_by,
+            "error": self.error,
+            "n_ticks_done": self.meta.get("n_ticks_done", len(self.timeseries)),
+            "n_ticks_total": self.meta.get("n_ticks"),
+            "last_tick": self.meta.get("last_tick"),
+        }
