@@ -18,7 +18,7 @@ from vpp.fleets.registry import KINDS
 from vpp.scenario.load import ScenarioError
 from vpp.scenario.schema import Scenario
 
-__all__ = ["Plant", "build_plant", "build_grid", "bus_positions", "plant_warnings"]
+__all__ = ["Plant", "build_plant", "build_grid", "bus_positions", "estimate_call_room", "plant_warnings"]
 
 # Child-seed slots after the fleets' own (fleet i uses slot i).
 _SLOT_LINKS = 0
@@ -136,14 +136,94 @@ def build_plant(scenario: Scenario, grid=None) -> Plant:
     )
 
 
-def plant_warnings(plant: Plant) -> list[str]:
-    """Valid but suspicious facts about a built plant, one line each (e.g. a call whose buses host no devices)."""
+def estimate_call_room(plant: Plant, dt_s: float) -> list[tuple[float, float, float]]:
+    """Room each call's targets offer at the call's start, with no earlier call: ``(room_kw, down_kw, up_kw)``.
+
+    ``room_kw`` is in the call's direction over its target buses; ``down_kw``
+    and ``up_kw`` are over the whole plant [kW]. The estimate advances a copy
+    of every fleet's initial state at default power (the no-call twin's path)
+    up to the tick in which the call starts, then reads the envelope there:
+    ``p_default - p_min`` summed over the targets for a reduction,
+    ``p_max - p_default`` for an increase. One pass over time serves every
+    call (sorted by start), so the cost is one twin run up to the latest start.
+    It ignores what earlier calls draw from the same devices, so it is an upper
+    bound on what a call can get.
+    """
+    calls = plant.calls
+    if not calls:
+        return []
+    fleets = plant.fleets
+    n_bus = plant.grid.n_bus
+    states = [f.initial_state() for f in fleets]
+    work = [f.new_workspace() for f in fleets]
+    start_tick = [int(np.floor(c.start_s / dt_s + 1e-9)) for c in calls]
+    out: list[tuple[float, float, float] | None] = [None] * len(calls)
+    i = 0  # ticks fully stepped so far
+    for k in sorted(set(start_tick)):
+        while i < k:
+            t_s = i * dt_s
+            for f, s, ws in zip(fleets, states, work):
+                f.advance(s, t_s, dt_s)
+                env = f.flexibility(s, t_s, dt_s, ws)
+                f.step(s, env.p_default_kw, t_s, dt_s, env)
+            i += 1
+        t_s = k * dt_s
+        down_bus = np.zeros(n_bus)
+        up_bus = np.zeros(n_bus)
+        envs = []
+        for f, s, ws in zip(fleets, states, work):
+            f.advance(s, t_s, dt_s)
+            env = f.flexibility(s, t_s, dt_s, ws)
+            down_bus += np.bincount(f.bus_idx, weights=env.down_kw, minlength=n_bus)
+            up_bus += np.bincount(f.bus_idx, weights=env.up_kw, minlength=n_bus)
+            envs.append(env)
+        for j, c in enumerate(calls):
+            if start_tick[j] == k:
+                room_bus = down_bus if c.direction is Direction.REDUCE else up_bus
+                out[j] = (float(room_bus[c.bus_mask(n_bus)].sum()), float(down_bus.sum()), float(up_bus.sum()))
+        for f, s, env in zip(fleets, states, envs):
+            f.step(s, env.p_default_kw, t_s, dt_s, env)
+        i = k + 1
+    return out
+
+
+def plant_warnings(plant: Plant, time=None) -> list[str]:
+    """Valid but suspicious facts about a built plant, one line each.
+
+    Always: a DR call whose target buses host no devices. With ``time`` (the
+    scenario's :class:`~vpp.scenario.schema.TimeConfig`), also what needs an
+    estimate of flexibility (:func:`estimate_call_room`): a call larger than
+    the room its targets offer at its start, and a plant whose whole room at
+    every call's start is below the smallest call.
+    """
     n_bus = plant.grid.n_bus
     hosted = np.zeros(n_bus, dtype=bool)
     for f in plant.fleets:
         hosted[f.bus_idx] = True
     out = []
+    empty = set()
     for c in plant.calls:
         if not (hosted & c.bus_mask(n_bus)).any():
+            empty.add(c.call_id)
             out.append(f"dr call {c.call_id!r}: its target buses host no devices; it will deliver 0 kW")
+    if time is None or not plant.calls:
+        return out
+    rooms = estimate_call_room(plant, time.dt_s)
+    smallest = min(plant.calls, key=lambda c: c.p_kw)
+    best_kw = max(max(down_kw, up_kw) for _, down_kw, up_kw in rooms)
+    if best_kw < smallest.p_kw:
+        # Every call is then short of room too: one line says it for all of them.
+        out.append(
+            f"the whole plant offers at most {best_kw:,.0f} kW at the start of any call, less than the smallest "
+            f"call ({smallest.call_id!r}, {smallest.p_kw:,.0f} kW): no call can be fully delivered"
+        )
+        return out
+    for c, (room_kw, _, _) in zip(plant.calls, rooms):
+        if c.call_id not in empty and c.p_kw > room_kw * (1.0 + 1e-9):
+            where = "its target buses offer" if c.bus_idx is not None else "the whole plant offers"
+            out.append(
+                f"dr call {c.call_id!r}: asks to {c.direction.value} by {c.p_kw:,.0f} kW but {where} "
+                f"{room_kw:,.0f} kW at its start (t_s={c.start_s:g}, estimated with no earlier call); "
+                "it cannot be fully delivered"
+            )
     return out
