@@ -1,26 +1,48 @@
 """The ``vpp`` command: a thin shell over :func:`vpp.run.run_scenario` and friends.
 
-Exit codes: 0 success; 1 a run that failed mid-way (what was computed is
-written); 2 bad input (one line per problem, nothing written).
+Exit codes (also in ``vpp --help`` and the README):
+
+- 0: success (the run is complete);
+- 1: a run that failed mid-way (the ticks computed before it are written, marked incomplete);
+- 2: bad input: the scenario, a command-line value or ``--out`` (one line per problem, nothing written);
+- 3: under ``--strict``, a tick whose power flow did not converge (the ticks up to it are written,
+  marked incomplete);
+- 130 / 143: interrupted by SIGINT / SIGTERM (the run stops at the next tick boundary and writes
+  what it has, marked incomplete).
+
+Errors go to stderr, one line each, prefixed ``error:``; warnings about valid but
+suspicious input are prefixed ``warning:``.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_GRID_NOT_CONVERGED = 3
+EXIT_SIGNAL = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}  # 130, 143
+
+_EXIT_CODES = (
+    "Exit codes: 0 ok; 1 the run failed mid-way (ticks computed so far written, marked incomplete); "
+    "2 bad input (scenario, option or --out; nothing written); "
+    "3 a power flow did not converge under --strict (ticks so far written, marked incomplete); "
+    "130 / 143 interrupted by SIGINT / SIGTERM (stops at the next tick, writes what it has, marked incomplete)."
+)
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="vpp: virtual power plant dispatch simulator.",
+    epilog=_EXIT_CODES,
 )
-
-EXIT_RUN_FAILED = 1
-EXIT_BAD_INPUT = 2
 
 
 def _fail(message: str, code: int) -> None:
@@ -38,21 +60,88 @@ def _load(path: Path, seed: int | None):
         _fail(str(exc), EXIT_BAD_INPUT)
 
 
-@app.command()
+class _Signals:
+    """SIGINT and SIGTERM handlers for the duration of a run.
+
+    The first signal only sets a flag, which the run checks at every tick
+    boundary (it then stops and its results are written, marked incomplete).
+    A second signal raises KeyboardInterrupt at once, for a tick that hangs:
+    the run then stops mid-tick and the ticks completed before it are written
+    (if it arrives while results are being written, they are not, and an
+    earlier run in ``--out`` is left as it was).
+    """
+
+    def __init__(self):
+        self.received: str | None = None
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> "_Signals":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def stop(self) -> str | None:
+        return self.received
+
+
+def _interrupted(signals: _Signals, what: str) -> None:
+    typer.echo(f"interrupted by {signals.received}: {what}", err=True)
+    raise typer.Exit(EXIT_SIGNAL[signals.received])
+
+
+@app.command(epilog=_EXIT_CODES)
 def run(
     scenario: Annotated[Path, typer.Argument(help="scenario file (.yaml, .yml or .toml)")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output directory [default: results/<name>]")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o",
+        help="output directory (default: results/<name>); must be absent, empty, or an earlier vpp run's "
+             "(which is replaced whole)")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="override the scenario's seed")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar and no table")] = False,
     plot: Annotated[bool, typer.Option("--plot", help="also write dispatch.png (power, DR, voltages)")] = False,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="stop at the first power flow that does not converge (exit 3) instead of "
+                         "recording NaN for that tick and going on")] = False,
 ) -> None:
-    """Run a scenario and write timeseries.parquet, buses.parquet, summary.json and meta.json."""
-    from vpp.metrics.report import summary_table, write_results
-    from vpp.run import RunError, run_scenario
+    """Run a scenario and write timeseries.parquet, buses.parquet, summary.json and meta.json.
+
+    Results are staged beside the output directory and moved into place when
+    written. SIGINT or SIGTERM stops the run at the next tick; what was
+    computed is written, marked "complete": false with the last tick reached.
+    """
+    with _Signals() as signals:
+        try:
+            _run(scenario, out, seed, quiet, plot, strict, signals)
+        except KeyboardInterrupt:  # a second signal: stop at once
+            typer.echo(f"interrupted by {signals.received or 'SIGINT'} again: stopped at once; results not "
+                       "written (a directory --out held before is unchanged)", err=True)
+            raise typer.Exit(EXIT_SIGNAL.get(signals.received, EXIT_SIGNAL["SIGINT"])) from None
+
+
+def _run(scenario: Path, out: Path | None, seed: int | None, quiet: bool, plot: bool, strict: bool,
+         signals: _Signals) -> None:
+    from vpp.metrics.report import OutputDirError, check_out_dir, summary_table, write_results
+    from vpp.run import GridNotConverged, RunError, RunInterrupted, run_scenario
     from vpp.scenario import ScenarioError
 
     sc = _load(scenario, seed)
     out_dir = out if out is not None else Path("results") / sc.name
+    label = "--out " if out is not None else "output directory "
+    try:
+        check_out_dir(out_dir)
+    except OutputDirError as exc:
+        _fail(f"{label}{exc}", EXIT_BAD_INPUT)
+    if signals.received:
+        _interrupted(signals, "before the run started; nothing written")
     bar = None
     progress = None
     if not quiet and sys.stderr.isatty():
@@ -60,32 +149,68 @@ def run(
 
         bar = tqdm(total=sc.time.n_ticks, unit="tick", desc=sc.name, leave=False)
         progress = lambda done, total: bar.update(1)  # noqa: E731
+    elif not quiet:
+        # No terminal (a log, a pipe): one line when the first tick is done instead of a bar.
+        def progress(done: int, total: int) -> None:
+            if done == 1:
+                typer.echo(f"{sc.name}: running {total:,} ticks of {sc.time.dt_s:g} s "
+                           "(SIGINT or SIGTERM stops at the next tick and keeps what is done)", err=True)
+
+    def warn(line: str) -> None:
+        typer.echo(f"warning: {line}", err=True)
+
+    def write(results) -> None:
+        try:
+            write_results(results, out_dir, plot=plot)
+        except OutputDirError as exc:
+            _fail(f"{label}{exc}; the results were computed but not written", EXIT_RUN_FAILED)
+        except OSError as exc:
+            _fail(f"writing {out_dir}: {exc}; the results were computed but not written", EXIT_RUN_FAILED)
+
     try:
-        results = run_scenario(sc, progress=progress)
+        results = run_scenario(sc, progress=progress, stop=signals.stop, strict=strict, warn=warn)
     except ScenarioError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except RunError as exc:
-        write_results(exc.results, out_dir)
-        _fail(f"{exc} (the {exc.results.meta['n_ticks_done']} ticks before it are written to {out_dir})",
-              EXIT_RUN_FAILED)
+        res = exc.results
+        last = res.meta["last_tick"]
+        done = res.meta["n_ticks_done"]
+        where = (f"{done:,} of {res.meta['n_ticks']:,} ticks (last t_s={last['t_s']:g}) written to {out_dir}/, "
+                 "marked incomplete") if last else f"no tick was computed; {out_dir}/ marked incomplete"
+        if bar is not None:
+            bar.close()
+            bar = None
+        write(res)
+        if isinstance(exc, RunInterrupted) and res.stopped_by in EXIT_SIGNAL:
+            typer.echo(f"interrupted by {res.stopped_by}: {where}", err=True)
+            raise typer.Exit(EXIT_SIGNAL[res.stopped_by])
+        code = EXIT_GRID_NOT_CONVERGED if isinstance(exc, GridNotConverged) else EXIT_RUN_FAILED
+        _fail(f"{exc}; {where}", code)
     finally:
         if bar is not None:
             bar.close()
-    write_results(results, out_dir)
-    if plot:
-        from vpp.metrics.plots import plot_dispatch
-
-        plot_dispatch(results, out_dir / "dispatch.png")
+    write(results)
+    conv = ((results.summary.get("grid") or {}).get("convergence") or {})
+    if conv.get("n_not_converged") or conv.get("twin_n_not_converged"):
+        warn(f"grid: {conv['note']}; those ticks' grid values are NaN (use --strict to stop at the first)")
     if not quiet:
         typer.echo(summary_table(results))
         typer.echo(f"\nwritten to {out_dir}/ in {results.meta['wall_time_s']:.2f} s")
+    if signals.received:
+        _interrupted(signals, f"after the last tick; the complete results are written to {out_dir}/")
 
 
 @app.command()
 def validate(
     scenario: Annotated[Path, typer.Argument(help="scenario file (.yaml, .yml or .toml)")],
 ) -> None:
-    """Check a scenario, including that every bus it names exists in its grid; run nothing."""
+    """Check a scenario, including that every bus it names exists in its grid; run nothing.
+
+    Also prints warnings for valid but suspicious input (a DR call on buses
+    with no devices, a call larger than the flexibility its targets offer at
+    its start, ...), estimated by stepping the fleets at default power up to
+    each call's start.
+    """
     from vpp.build import build_plant, plant_warnings
     from vpp.scenario import ScenarioError
 
@@ -94,7 +219,7 @@ def validate(
         plant = build_plant(sc)
     except ScenarioError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
-    for w in plant_warnings(plant):
+    for w in plant_warnings(plant, sc.time):
         typer.echo(f"warning: {w}", err=True)
     n_dev = sum(f.n_devices for f in sc.fleets)
     typer.echo(

@@ -2,8 +2,20 @@
 
 It builds the plant (grid, fleets, calls), wires the agents, runs the control
 loop with a power flow every tick, and returns tables and KPIs. It never
-prints, never writes files and never mutates the scenario. A failure mid-run
-raises :class:`RunError` carrying every tick computed before it.
+prints, never writes files and never mutates the scenario.
+
+A run that stops early raises a :class:`RunError` carrying every tick computed
+before it, marked incomplete (see :class:`~vpp.metrics.results.Results`):
+
+- :class:`RunInterrupted` when the caller's ``stop`` callback asks it to stop
+  (the CLI does on SIGINT and SIGTERM); it stops at the next tick boundary;
+- :class:`GridNotConverged` under ``strict=True``, after the first tick whose
+  power flow did not converge (that tick is recorded, with NaN grid values);
+- :class:`RunError` itself for any other failure inside a tick.
+
+Without ``strict``, a tick whose power flow does not converge (after the grid
+model's retry) is recorded with NaN grid values and counted in
+``summary["grid"]["convergence"]``; the run goes on.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 
 import numpy as np
@@ -27,7 +40,7 @@ from vpp.scenario import Scenario, ScenarioError, scenario_hash
 from vpp.sim import Engine
 from vpp.units import hour_of_day
 
-__all__ = ["run_scenario", "Results", "RunError", "ScenarioError"]
+__all__ = ["run_scenario", "Results", "RunError", "RunInterrupted", "GridNotConverged", "ScenarioError"]
 
 _PACKAGES = ("vpp", "numpy", "pandas", "simpy", "pandapower", "pydantic", "pyarrow", "scipy")
 
@@ -40,6 +53,70 @@ class RunError(RuntimeError):
         self.results = results
 
 
+class RunInterrupted(RunError):
+    """A run stopped at a tick boundary because ``stop()`` asked it to; ``results.stopped_by`` says why."""
+
+
+class GridNotConverged(RunError):
+    """A run under ``strict=True`` stopped after the first tick whose power flow did not converge."""
+
+
+class _Stop(Exception):
+    # Raised from the tick callback to end the run at a tick boundary. SimPy re-raises a failed
+    # process's exception as type(exc)(*exc.args), so everything lives in args.
+    def __init__(self, reason: str, message: str):
+        super().__init__(reason, message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class _Convergence:
+    """Counts of power flows that did not converge (after the grid model's retry), plant and twin."""
+
+    n_solved: int = 0
+    n_failed: int = 0
+    first_failed_t_s: float | None = None
+    n_retried: int = 0  # converged only on the retry
+    n_twin_solved: int = 0
+    n_twin_failed: int = 0
+    first_twin_failed_t_s: float | None = None
+
+    def add(self, state, t_s: float, twin: bool = False) -> None:
+        if twin:
+            self.n_twin_solved += 1
+            if not state.converged:
+                self.n_twin_failed += 1
+                if self.first_twin_failed_t_s is None:
+                    self.first_twin_failed_t_s = t_s
+            return
+        self.n_solved += 1
+        if not state.converged:
+            self.n_failed += 1
+            if self.first_failed_t_s is None:
+                self.first_failed_t_s = t_s
+        elif state.attempts > 1:
+            self.n_retried += 1
+
+    def summary(self) -> dict:
+        note = "all converged" if not self.n_failed else (
+            f"{self.n_failed} of {self.n_solved} ticks did not converge, first at t_s={self.first_failed_t_s:g}"
+        )
+        if self.n_twin_failed:
+            note += (f"; no-call twin: {self.n_twin_failed} of {self.n_twin_solved} did not converge, "
+                     f"first at t_s={self.first_twin_failed_t_s:g}")
+        return {
+            "n_ticks": self.n_solved,
+            "n_not_converged": self.n_failed,
+            "first_not_converged_t_s": self.first_failed_t_s,
+            "n_converged_on_retry": self.n_retried,
+            "twin_n_power_flows": self.n_twin_solved,
+            "twin_n_not_converged": self.n_twin_failed,
+            "twin_first_not_converged_t_s": self.first_twin_failed_t_s,
+            "note": note,
+        }
+
+
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
@@ -50,15 +127,35 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run_scenario(scenario: Scenario, progress: Callable[[int, int], None] | None = None) -> Results:
+def run_scenario(
+    scenario: Scenario,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    stop: Callable[[], str | None] | None = None,
+    strict: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> Results:
     """Simulate ``scenario`` and return its :class:`~vpp.metrics.results.Results`.
 
-    ``progress(done, total)`` is called after every tick, if given. Raises
-    :class:`ScenarioError` before any work when the scenario cannot run on its
-    grid, and :class:`RunError` (with partial results) when a tick fails.
+    ``progress(done, total)`` is called after every tick, if given.
+    ``stop()`` is called before the first tick and after every tick; a
+    non-empty string (the reason, e.g. ``"SIGINT"``) ends the run there with
+    :class:`RunInterrupted`. ``strict`` makes the first tick whose power flow
+    does not converge fatal (:class:`GridNotConverged`). ``warn(line)`` gets
+    each warning about valid but suspicious input (see
+    :func:`vpp.build.plant_warnings`) before the first tick; they are also in
+    ``summary["warnings"]``.
+
+    Raises :class:`ScenarioError` before any work when the scenario cannot run
+    on its grid, and :class:`RunError` (with partial results) when a run
+    stops early.
     """
     wall_start = time.perf_counter()
     plant = build_plant(scenario)
+    warnings = plant_warnings(plant, scenario.time)
+    if warn is not None:
+        for line in warnings:
+            warn(line)
     grid, fleets, calls = plant.grid, plant.fleets, plant.calls
     allocator = get_allocator(scenario.dispatch.strategy)
     operator_names = list(dict.fromkeys(f.operator for f in fleets))
@@ -89,7 +186,13 @@ def run_scenario(scenario: Scenario, progress: Callable[[int, int], None] | None
     g = scenario.grid
     load_profile = get_profile(g.load_profile)
     sgen_profile = get_profile(g.sgen_profile)
+    convergence = _Convergence()
     build_s = time.perf_counter() - wall_start
+
+    def check_stop(after: str) -> None:
+        reason = stop() if stop is not None else None
+        if reason:
+            raise _Stop(str(reason), f"interrupted by {reason} {after}")
 
     def on_tick(outcome) -> None:
         state = state_twin = None
@@ -99,29 +202,52 @@ def run_scenario(scenario: Scenario, progress: Callable[[int, int], None] | None
             sgen_factor = g.sgen_scale * float(sgen_profile(hod_h))
             p_bus_kw = outcome.p_bus_kw
             state = grid.solve(p_bus_kw, load_factor, sgen_factor)
+            convergence.add(state, outcome.t_s)
             p_twin_bus_kw = outcome.p_twin_bus_kw
             if p_twin_bus_kw is not None:
                 # The no-call counterfactual grid; the same injections give the same power flow.
                 same = np.array_equal(p_twin_bus_kw, p_bus_kw)
                 state_twin = state if same else grid_twin.solve(p_twin_bus_kw, load_factor, sgen_factor)
+                if not same:
+                    convergence.add(state_twin, outcome.t_s, twin=True)
         recorder.record(outcome, engine.plant_states, state, state_twin, (g.vm_min_pu, g.vm_max_pu))
         if progress is not None:
             progress(outcome.index + 1, t.n_ticks)
+        if strict:
+            for st, whose in ((state, "the plant's"), (state_twin, "the no-call twin's")):
+                if st is not None and not st.converged:
+                    raise _Stop(
+                        "grid_not_converged",
+                        f"{whose} power flow did not converge at t_s={outcome.t_s:g} (tick {outcome.index}), "
+                        "also after a retry (--strict)",
+                    )
+        check_stop(f"after the tick at t_s={outcome.t_s:g} (tick {outcome.index})")
 
-    error = None
+    error = stopped_by = None
     try:
+        check_stop("before the first tick")
         engine.run(on_tick)
-    except (Exception, KeyboardInterrupt) as exc:  # keep what was computed; re-raised as RunError below
+    except _Stop as exc:
+        stopped_by, error = exc.reason, exc.message
+    except KeyboardInterrupt:
+        # Only when the caller lets a second signal through (or has no stop callback): stops mid-tick.
+        stopped_by = (stop() if stop is not None else None) or "SIGINT"
+        error = f"interrupted by {stopped_by} during the tick at t_s={recorder.n_done * t.dt_s:g}"
+    except Exception as exc:  # keep what was computed; re-raised as RunError below
+        stopped_by = "error"
         t_fail = recorder.n_done * t.dt_s
         error = f"{type(exc).__name__} in the tick at t_s={t_fail:g}: {exc}"
     wall_s = time.perf_counter() - wall_start
-    results = _collect(scenario, plant, recorder, engine, kinds, wall_s, build_s, error)
+    results = _collect(scenario, plant, recorder, engine, kinds, wall_s, build_s, error, stopped_by, warnings,
+                       convergence)
     if error is not None:
-        raise RunError(error, results)
+        cls = {"grid_not_converged": GridNotConverged, "error": RunError}.get(stopped_by, RunInterrupted)
+        raise cls(error, results)
     return results
 
 
-def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s: float, build_s: float, error) -> Results:
+def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s: float, build_s: float, error,
+             stopped_by, warnings, convergence: _Convergence) -> Results:
     grid, fleets, calls = plant.grid, engine.fleets, plant.calls
     ts = recorder.timeseries()
     g = scenario.grid
@@ -175,24 +301,34 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
     links = [engine.grid_operator.to_platform, engine.platform.to_grid_operator]
     links += [op.to_platform for op in engine.operators] + list(engine.platform.to_operator.values())
     messages = {"sent": sum(link.n_sent for link in links), "lost": sum(link.n_lost for link in links)}
-    grid_summary = (
-        grid_kpis(ts, g.vm_min_pu, g.vm_max_pu, g.loading_max_percent) if g.power_flow and n else None
-    )
+    grid_summary = None
+    if g.power_flow:
+        grid_summary = grid_kpis(ts, g.vm_min_pu, g.vm_max_pu, g.loading_max_percent) if n else {}
+        grid_summary["convergence"] = convergence.summary()
     fleet_summaries = [f.summary(s) for f, s in zip(fleets, engine.plant_states)]
     twin_summaries = None if engine.twin is None else [f.summary(s) for f, s in zip(fleets, engine.twin.states)]
     summary = summarize(
         ts, fleets, fleet_summaries, twin_summaries, kinds, calls, engine.grid_operator.collect(),
         scenario.time.dt_s, grid_summary, messages,
     )
-    summary["warnings"] = plant_warnings(plant)
+    summary["warnings"] = list(warnings)
+    last_tick = {"index": n - 1, "t_s": float(ts["t_s"].iloc[-1])} if n else None
     meta = {
         "scenario": scenario.name,
         "seed": scenario.seed,
         "scenario_sha256": scenario_hash(scenario),
         "versions": _versions(),
+        "complete": error is None,
+        "stopped_by": stopped_by,
+        "error": error,
         "n_ticks_done": n,
         "n_ticks": scenario.time.n_ticks,
+        "last_tick": last_tick,
         "build_s": round(build_s, 3),
         "wall_time_s": round(wall_s, 3),
     }
-    return Results(scenario.name, ts, buses, summary, meta, bus_ts, devices, completed=error is None, error=error)
+    results = Results(scenario.name, ts, buses, summary, meta, bus_ts, devices, completed=error is None, error=error,
+                      stopped_by=stopped_by)
+    # The partial marking leads summary.json: complete, stopped_by, error, ticks done, last tick.
+    results.summary = {**results.status(), **summary}
+    return results
