@@ -125,6 +125,13 @@ def test_rewrite_replaces_a_run_whole_and_refuses_foreign_files(tmp_path):
     with pytest.raises(OutputDirError, match=r"holds files an earlier vpp run did not write \(notes.txt\)"):
         write_results(_tiny_results(), out)
     assert (out / "notes.txt").read_text() == "mine"
+    # Results from before manifests existed are recognised by their file names and meta.json, and replaced.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "timeseries.parquet").write_bytes(b"old")
+    (old / "meta.json").write_text('{"scenario_sha256": "ab", "versions": {}}')
+    write_results(_tiny_results(n=2), old)
+    assert len(pd.read_parquet(old / "timeseries.parquet")) == 2 and (old / MANIFEST).is_file()
 
 
 def test_a_write_that_fails_leaves_the_earlier_run_untouched(tmp_path, monkeypatch):

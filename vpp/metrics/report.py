@@ -11,6 +11,8 @@ Reuse policy: a run never mixes its files with an earlier run's.
 - ``out_dir`` holds a ``manifest.json`` written by vpp and nothing but the
   files it lists (an earlier run's results): replaced whole. The old directory
   is renamed aside, the new one renamed into place, then the old one deleted.
+  Results written before manifests existed count as vpp's when they hold
+  only vpp's file names and their ``meta.json`` has vpp's scenario hash.
 - any other non-empty directory: refused (:class:`OutputDirError`); vpp never
   deletes files it did not write.
 - an existing file, or a path whose parent cannot be written: refused.
@@ -81,6 +83,21 @@ def _manifest_files(out: Path) -> list[str] | None:
     return [str(f) for f in doc["files"]]
 
 
+_LEGACY_FILES = frozenset({"timeseries.parquet", "buses.parquet", "bus_timeseries.parquet", "devices.parquet",
+                           "summary.json", "meta.json", "dispatch.png"})
+
+
+def _legacy_run(out: Path, entries: list[str]) -> bool:
+    """Whether ``out`` holds results of a vpp from before manifests: only its file names and its meta.json."""
+    if not set(entries) <= _LEGACY_FILES or "meta.json" not in entries:
+        return False
+    try:
+        meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "scenario_sha256" in meta and "versions" in meta
+
+
 def _probe_writable(directory: Path, what: str) -> None:
     """Create and remove a directory in ``directory``: the only test of writability that root cannot fool."""
     probe = directory / f".vpp-probe-{os.getpid()}-{secrets.token_hex(4)}"
@@ -112,6 +129,8 @@ def check_out_dir(out_dir: str | Path) -> Path:
             raise OutputDirError(f"{given} cannot be read ({_reason(exc)})") from None
         if entries:
             listed = _manifest_files(out)
+            if listed is None and _legacy_run(out, entries):
+                listed = entries
             if listed is None:
                 raise OutputDirError(
                     f"{given} is not empty and was not written by vpp; choose another directory or empty it"
