@@ -40,7 +40,7 @@ def test_run_writes_results(tmp_path, small_dict):
     ("edit", "expected"),
     [
         (lambda d: d["fleets"][0].update(colour="red"), "fleets[0]: unknown key 'colour'"),
-        (lambda d: d["fleets"][2].update(cap_kwh=-1), "fleets[2].cap_kwh: Input should be greater than 0"),
+        (lambda d: d["fleets"][2].update(cap_kwh=-1), "fleets[2].cap_kwh: must be a finite number in (0, 1000000]"),
         (lambda d: d["fleets"][2].update(soc_min=0.8, soc_max=0.2), "soc_min (0.8) must be below soc_max (0.2)"),
         (lambda d: d["fleets"][0].update(buses=[123456]), "fleets[0].buses: bus 123456 does not exist"),
         (lambda d: d["dr_calls"][0].update(end_s=100), "dr_calls[0]: end_s (100.0) must be after start_s"),

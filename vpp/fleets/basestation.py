@@ -16,13 +16,13 @@ recharging at up to ``p_batt_max_kw``.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from vpp.fleets.base import Fleet, FleetState, KindSpec, Workspace
-from vpp.fleets.config import Efficiency, FleetConfigBase, Fraction, NonNegativeFloat, PositiveFloat, one_of
+from vpp.fleets.config import MAX_DEVICE_KW, MAX_DEVICE_KWH, MAX_HOURS, Efficiency, FleetConfigBase, Fraction, one_of, real
 from vpp.fleets.kernels import backup_reserve_kwh, battery_power_bounds
 from vpp.fleets.parameters import BASESTATION_PARAMETERS, BaseStationParameters
 from vpp.profiles import PROFILES, get_profile
@@ -177,23 +177,30 @@ class BaseStationFleet(Fleet):
 # --- scenario configuration and construction -------------------------------------------------
 
 
+_KW = real(gt=0.0, le=MAX_DEVICE_KW)
+_KWH = real(gt=0.0, le=MAX_DEVICE_KWH)
+
+
 class BaseStationFleetConfig(FleetConfigBase):
     """5G base-station sites (``parameters`` names a set; any field below overrides it)."""
 
     kind: Literal["basestation"]
     parameters: str = "5g_macro"
-    p_idle_kw: PositiveFloat | None = Field(None, description="site load at zero traffic [kW]")
-    p_busy_kw: PositiveFloat | None = Field(None, description="site load at busy-hour traffic [kW]")
-    p_design_kw: PositiveFloat | None = Field(None, description="design load the backup reserve is sized for [kW]")
-    cap_kwh: PositiveFloat | None = Field(None, description="battery capacity [kWh]")
-    p_batt_max_kw: PositiveFloat | None = Field(None, description="battery power limit [kW]")
+    p_idle_kw: _KW | None = Field(None, description="site load at zero traffic [kW]")
+    p_busy_kw: _KW | None = Field(None, description="site load at busy-hour traffic [kW]")
+    p_design_kw: _KW | None = Field(None, description="design load the backup reserve is sized for [kW]")
+    cap_kwh: _KWH | None = Field(None, description="battery capacity [kWh]")
+    p_batt_max_kw: _KW | None = Field(None, description="battery power limit [kW]")
     eta: Efficiency | None = Field(None, description="one-way battery efficiency [-]")
-    backup_h: NonNegativeFloat | None = Field(None, description="backup duration at the design load [h]")
+    backup_h: real(ge=0.0, le=MAX_HOURS) | None = Field(None, description="backup duration at the design load [h]")
     soc_min: Fraction | None = None
     soc_max: Fraction | None = None
     soc_init: Fraction = Field(1.0, description="battery state of charge at t_s = 0 [-]")
     traffic_profile: str | None = None
     traffic_spread: Fraction = Field(0.15, description="+/- spread of per-site traffic around the profile [-]")
+
+    # Measured with tracemalloc on whole runs (tests/scenario/test_limits.py).
+    bytes_per_device: ClassVar[int] = 500
 
     @field_validator("parameters")
     @classmethod

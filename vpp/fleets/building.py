@@ -19,13 +19,13 @@ not modelled).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Annotated, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from vpp.fleets.base import Fleet, FleetState, KindSpec, Workspace
-from vpp.fleets.config import FleetConfigBase, Fraction, NonNegativeFloat, PositiveFloat, one_of
+from vpp.fleets.config import MAX_DEVICE_KW, MAX_DEVICE_KWH, FleetConfigBase, Fraction, one_of, real
 from vpp.fleets.kernels import (
     battery_energy_step,
     battery_loss_kwh,
@@ -212,30 +212,37 @@ class BuildingFleet(Fleet):
 # --- scenario configuration and construction -------------------------------------------------
 
 
+MAX_COP = 50.0  # coefficient of performance [-]
+_DEG_C = real(ge=-100.0, le=100.0)  # a temperature [degC]
+
+
 class BuildingFleetConfig(FleetConfigBase):
     """Commercial buildings (``parameters`` names a set; any field below overrides it)."""
 
     kind: Literal["building"]
     parameters: str = "office_mid"
-    p_base_kw: PositiveFloat | None = Field(None, description="peak non-flexible load [kW]")
-    p_hvac_max_kw: NonNegativeFloat | None = Field(None, description="HVAC electrical rating [kW]")
-    cop: PositiveFloat | None = Field(None, description="cooling coefficient of performance [-]")
-    r_k_per_kw: PositiveFloat | None = Field(None, description="envelope thermal resistance [K/kW]")
-    c_kwh_per_k: PositiveFloat | None = Field(None, description="thermal capacitance [kWh/K]")
-    t_set_c: Annotated[float, Field(allow_inf_nan=False)] | None = Field(None, description="thermostat setpoint [degC]")
-    t_min_c: Annotated[float, Field(allow_inf_nan=False)] | None = Field(None, description="comfort band low [degC]")
-    t_max_c: Annotated[float, Field(allow_inf_nan=False)] | None = Field(None, description="comfort band high [degC]")
+    p_base_kw: real(gt=0.0, le=MAX_DEVICE_KW) | None = Field(None, description="peak non-flexible load [kW]")
+    p_hvac_max_kw: real(ge=0.0, le=MAX_DEVICE_KW) | None = Field(None, description="HVAC electrical rating [kW]")
+    cop: real(gt=0.0, le=MAX_COP) | None = Field(None, description="cooling coefficient of performance [-]")
+    r_k_per_kw: real(gt=0.0, le=1e6) | None = Field(None, description="envelope thermal resistance [K/kW]")
+    c_kwh_per_k: real(gt=0.0, le=1e6) | None = Field(None, description="thermal capacitance [kWh/K]")
+    t_set_c: _DEG_C | None = Field(None, description="thermostat setpoint [degC]")
+    t_min_c: _DEG_C | None = Field(None, description="comfort band low [degC]")
+    t_max_c: _DEG_C | None = Field(None, description="comfort band high [degC]")
     pv_share: Fraction = Field(0.0, description="share of buildings with PV [-]")
-    pv_kwp: NonNegativeFloat | None = Field(None, description="PV peak power of a building with PV [kWp]")
+    pv_kwp: real(ge=0.0, le=MAX_DEVICE_KW) | None = Field(None, description="PV peak power of a building with PV [kWp]")
     battery_share: Fraction = Field(0.0, description="share of buildings with a battery [-]")
-    batt_cap_kwh: PositiveFloat | None = Field(None, description="battery capacity [kWh]")
-    p_batt_max_kw: PositiveFloat | None = Field(None, description="battery power limit [kW]")
+    batt_cap_kwh: real(gt=0.0, le=MAX_DEVICE_KWH) | None = Field(None, description="battery capacity [kWh]")
+    p_batt_max_kw: real(gt=0.0, le=MAX_DEVICE_KW) | None = Field(None, description="battery power limit [kW]")
     soc_min: Fraction = 0.1
     soc_max: Fraction = 0.95
     soc_init: Fraction = 0.6
     size_spread: Fraction = Field(0.3, description="+/- spread of building size around the parameter set [-]")
     outdoor_profile: str = "shenzhen_summer_temp_c"
     irradiance_profile: str = "pv_shenzhen_mean"
+
+    # Measured with tracemalloc on whole runs (tests/scenario/test_limits.py).
+    bytes_per_device: ClassVar[int] = 800
 
     @field_validator("parameters")
     @classmethod

@@ -1,61 +1,213 @@
-"""Scenario configuration shared by every device kind: the strict base model and the common fleet fields.
+"""Scenario configuration shared by every device kind: the strict base model, value types and common fleet fields.
 
 Each kind's module defines its own configuration model on :class:`FleetConfigBase`
 (with ``kind: Literal[...]`` as the discriminator) next to its physics, so that
 a new kind is one module, its parameter set and one registration in
 :mod:`vpp.fleets.registry`. The scenario schema builds its fleet union from
 that registry.
+
+Every number in a scenario is finite and bounded: :func:`real` and
+:func:`whole` build the field types, refuse booleans (``n_devices: true`` is
+not 1), strings and non-finite values, and say the allowed range in their
+error message. The upper bounds are generous sanity limits (a single device
+of 100 MW, a horizon of 366 days), not physics: they exist so that a typo
+such as ``1e300`` fails at validation instead of deep inside a run.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+import math
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, WrapValidator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 __all__ = [
     "StrictModel",
     "FleetConfigBase",
+    "real",
+    "whole",
     "Fraction",
-    "PositiveFloat",
-    "NonNegativeFloat",
     "Efficiency",
+    "Flag",
     "Name",
+    "NAME_RULE",
+    "BusIndex",
     "BusSelection",
+    "MAX_DEVICES_PER_FLEET",
+    "MAX_DEVICE_KW",
+    "MAX_DEVICE_KWH",
+    "MAX_HOURS",
+    "MAX_COST_CNY_PER_KWH",
+    "MAX_BUS_LABEL",
+    "field_errors",
     "one_of",
+    "short",
 ]
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
-NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-Efficiency = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
+# --- sanity limits ---------------------------------------------------------------------------------
+MAX_DEVICES_PER_FLEET = 100_000_000  # devices in one fleet [-]; memory is checked separately, per machine
+MAX_DEVICE_KW = 1e5  # any power rating of a single device [kW] (100 MW)
+MAX_DEVICE_KWH = 1e6  # any energy of a single device [kWh] (1 GWh)
+MAX_HOURS = 366.0 * 24.0  # any duration given in hours [h]
+MAX_COST_CNY_PER_KWH = 1e6  # dispatch cost [CNY/kWh]
+MAX_BUS_LABEL = 2**63 - 1  # pandapower bus labels are int64
+MAX_BUSES_LISTED = 100_000  # bus labels in one list [-]
+
+_ECHO_CHARS = 80
+
+
+def short(value: Any, limit: int = _ECHO_CHARS) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters (ending in '…'), for echoing user input safely."""
+    if isinstance(value, str) and len(value) > 4 * limit:
+        value = value[: 4 * limit]  # never build the repr of a huge string
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * limit:
+        return f"<an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits>"
+    if isinstance(value, (dict, list, tuple)) and len(value) > limit:
+        return f"<a {type(value).__name__} of {len(value)} items>"
+    try:
+        text = repr(value)
+    except Exception:  # an object whose repr fails must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fmt(x: float) -> str:
+    if isinstance(x, int):
+        return str(x)
+    x = float(x)
+    if x.is_integer() and abs(x) < 1e16:
+        return str(int(x))
+    return f"{x:g}"
+
+
+def _range_text(ge, gt, le, lt) -> str:
+    lo = f"[{_fmt(ge)}" if ge is not None else f"({_fmt(gt)}" if gt is not None else "(-inf"
+    hi = f"{_fmt(le)}]" if le is not None else f"{_fmt(lt)})" if lt is not None else "inf)"
+    return f"{lo}, {hi}"
+
+
+def real(*, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None):
+    """A finite float field type in the given range; integers are accepted, booleans and strings are not.
+
+    Errors read ``must be a finite number in (0, 100000]``.
+    """
+    allowed = _range_text(ge, gt, le, lt)
+
+    def check(value, handler):
+        if isinstance(value, bool):
+            raise PydanticCustomError("number_type", "must be a number in {allowed}, not true/false", {"allowed": allowed})
+        if not isinstance(value, (int, float)):
+            raise PydanticCustomError("number_type", "must be a number in {allowed}", {"allowed": allowed})
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError(
+                "number_range", "must be a finite number in {allowed}", {"allowed": allowed}
+            ) from None
+
+    return Annotated[float, Strict(), Field(ge=ge, gt=gt, le=le, lt=lt, allow_inf_nan=False), WrapValidator(check)]
+
+
+def whole(*, ge: int | None = None, le: int | None = None):
+    """An integer field type in ``[ge, le]``; whole floats (``3.0``) are accepted, booleans and strings are not."""
+    allowed = _range_text(ge, None, le, None)
+
+    def check(value, handler):
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            extra = ", not true/false" if isinstance(value, bool) else ""
+            raise PydanticCustomError(
+                "integer_type", "must be a whole number in {allowed}" + extra, {"allowed": allowed}
+            )
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("integer_range", "must be a whole number in {allowed}", {"allowed": allowed}) from None
+
+    return Annotated[int, Strict(), Field(ge=ge, le=le), WrapValidator(check)]
+
+
+def _flag(value, handler):
+    if not isinstance(value, bool):
+        raise PydanticCustomError("bool_type", "must be true or false")
+    return handler(value)
+
+
+Flag = Annotated[bool, Strict(), WrapValidator(_flag)]
+"""A boolean field: ``true`` or ``false`` only (not 1, 0, "yes")."""
+
+Fraction = real(ge=0.0, le=1.0)
+Efficiency = real(gt=0.0, le=1.0)
+
+NAME_RULE = "1 to 64 characters, each a letter, digit, '_' or '-' (no dots, spaces or slashes)"
+
+
+def _name(value, handler):
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError("name", "must be " + NAME_RULE) from None
+
+
 # Names become result keys and file-name parts: letters, digits, '_' and '-' only (no dots, no paths).
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
-BusSelection = Union[Literal["load_buses", "all"], Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]]
+Name = Annotated[str, Strict(), Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$"), WrapValidator(_name)]
+
+BusIndex = whole(ge=0, le=MAX_BUS_LABEL)
+_BUS_LIST = TypeAdapter(Annotated[list[BusIndex], Field(min_length=1, max_length=MAX_BUSES_LISTED)])
+_BUS_RULE = f"'load_buses', 'all', or a list of 1 to {MAX_BUSES_LISTED:,} bus indices"
+
+
+def _bus_selection(value, handler):
+    # One message per mistake: a plain union would report every member's complaint.
+    if isinstance(value, str):
+        if value in ("load_buses", "all"):
+            return value
+        raise PydanticCustomError("bus_selection", "must be " + _BUS_RULE)
+    if isinstance(value, list):
+        return _BUS_LIST.validate_python(value)
+    raise PydanticCustomError("bus_selection", "must be " + _BUS_RULE)
+
+
+BusSelection = Annotated[
+    Union[Literal["load_buses", "all"], list[int]], WrapValidator(_bus_selection)
+]
+
+
+def field_errors(title: str, errors: list[tuple[tuple, str, Any]]) -> ValidationError:
+    """A ValidationError of ``(loc, message, value)`` errors, to raise from a model validator.
+
+    Pydantic adds the validator's own location in front of each ``loc``, so
+    cross-field checks report at the field they concern, all at once.
+    ``value`` is echoed as ``(got ...)`` unless it is None.
+    """
+    return ValidationError.from_exception_data(
+        title,
+        [
+            InitErrorDetails(type=PydanticCustomError("cross_field", "{message}", {"message": message}), loc=loc,
+                             input=value)
+            for loc, message, value in errors
+        ],
+    )
 
 
 def one_of(value: str, registry, what: str) -> str:
     """``value`` if it is a key of ``registry``; otherwise a ValueError listing the allowed names."""
     if value not in registry:
-        raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(sorted(registry))}")
+        raise ValueError(f"unknown {what} {short(value)}; allowed: {', '.join(sorted(registry))}")
     return value
 
 
 class StrictModel(BaseModel):
-    """Base of every scenario section: frozen, and unknown keys are an error naming the allowed ones."""
+    """Base of every scenario section: frozen, and unknown keys are an error.
+
+    Unknown keys are reported by pydantic (``extra="forbid"``) together with
+    every other error of the section; the scenario loader adds the allowed keys
+    to that message.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_unknown_keys(cls, data):
-        if isinstance(data, dict):
-            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
-            if unknown:
-                raise ValueError(
-                    f"unknown key {', '.join(map(repr, unknown))}; allowed keys: {', '.join(cls.model_fields)}"
-                )
-        return data
 
 
 class FleetConfigBase(StrictModel):
@@ -63,9 +215,20 @@ class FleetConfigBase(StrictModel):
 
     name: Name
     operator: Name = Field(description="the operator agent that owns this fleet")
-    n_devices: int = Field(ge=0, description="number of devices")
+    n_devices: whole(ge=0, le=MAX_DEVICES_PER_FLEET) = Field(description="number of devices")
     buses: BusSelection = Field(
         "load_buses",
         description="where devices sit: 'load_buses' (in proportion to the net's load), 'all', or bus indices",
     )
-    cost_cny_per_kwh: NonNegativeFloat = Field(0.0, description="dispatch cost of the fleet's flexibility [CNY/kWh]")
+    cost_cny_per_kwh: real(ge=0.0, le=MAX_COST_CNY_PER_KWH) = Field(
+        0.0, description="dispatch cost of the fleet's flexibility [CNY/kWh]"
+    )
+
+    # Per-device memory of a fleet during a run [B]: parameters, state and work buffers for the
+    # plant and the no-call twin. Kinds measure theirs (tests/scenario/test_limits.py checks them);
+    # the default assumes about 60 float arrays.
+    bytes_per_device: ClassVar[int] = 500
+
+    def estimate_bytes(self, duration_s: float, clock_start_h: float) -> int:
+        """Peak memory this fleet needs during a run of ``duration_s`` [B] (a rough upper estimate)."""
+        return self.n_devices * self.bytes_per_device

@@ -31,14 +31,24 @@ unmet, never hidden.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from vpp.fleets.base import Fleet, FleetState, KindSpec, Workspace, frozen
-from vpp.fleets.config import Efficiency, FleetConfigBase, Fraction, NonNegativeFloat, PositiveFloat, one_of
+from vpp.fleets.config import (
+    MAX_DEVICE_KW,
+    MAX_DEVICE_KWH,
+    MAX_HOURS,
+    Efficiency,
+    FleetConfigBase,
+    Fraction,
+    one_of,
+    real,
+)
 from vpp.fleets.kernels import taper_energy_kwh, taper_start_kwh
 from vpp.fleets.parameters import CHARGER_PARAMETERS, ChargerParameters
 from vpp.profiles import get_profile
@@ -375,23 +385,49 @@ class EVFleet(Fleet):
 # --- scenario configuration and construction -------------------------------------------------
 
 
+MAX_SESSIONS_PER_DAY = 200.0  # mean sessions per charger per day [1/day]; the session table grows with it
+
+
 class EVFleetConfig(FleetConfigBase):
     """Chargers of one type (``charger`` names a parameter set; any field below overrides it)."""
 
     kind: Literal["ev"]
     charger: str = "ac_pile"
-    p_rated_kw: PositiveFloat | None = Field(None, description="charger rating [kW]")
+    p_rated_kw: real(gt=0.0, le=MAX_DEVICE_KW) | None = Field(None, description="charger rating [kW]")
     eta: Efficiency | None = Field(None, description="charging efficiency [-]")
-    sessions_per_day: NonNegativeFloat | None = Field(None, description="mean sessions per charger per day [1/day]")
-    dwell_mean_h: PositiveFloat | None = Field(None, description="mean plug-in duration [h]")
-    e_need_mean_kwh: PositiveFloat | None = Field(None, description="mean energy requested per session [kWh]")
+    sessions_per_day: real(ge=0.0, le=MAX_SESSIONS_PER_DAY) | None = Field(
+        None, description="mean sessions per charger per day [1/day]"
+    )
+    dwell_mean_h: real(gt=0.0, le=MAX_HOURS) | None = Field(None, description="mean plug-in duration [h]")
+    e_need_mean_kwh: real(gt=0.0, le=MAX_DEVICE_KWH) | None = Field(
+        None, description="mean energy requested per session [kWh]"
+    )
     v2g_share: Fraction = Field(0.0, description="share of chargers that can discharge (V2G) [-]")
     soc_v2g_min: Fraction = Field(0.3, description="V2G never discharges a vehicle below this SoC [-]")
+
+    # Measured with tracemalloc on whole runs (tests/scenario/test_limits.py): parameters, state and
+    # work buffers of plant and twin, without the session table, which estimate_bytes adds.
+    bytes_per_device: ClassVar[int] = 600
 
     @field_validator("charger")
     @classmethod
     def _charger(cls, v: str) -> str:
         return one_of(v, CHARGER_PARAMETERS, "charger")
+
+    def estimate_bytes(self, duration_s: float, clock_start_h: float) -> int:
+        """Peak memory of this fleet during a run [B]: per-device arrays plus drawing the session table.
+
+        :func:`draw_sessions` works on ``n_days x k_day`` candidate arrivals
+        per charger and keeps ``k_max`` sessions per charger; measured with
+        tracemalloc, its peak is about 26 B per candidate plus 260 B per kept
+        session, rounded up here to 30 B and 300 B.
+        """
+        lam = CHARGER_PARAMETERS[self.charger].sessions_per_day if self.sessions_per_day is None else self.sessions_per_day
+        n_days = int(math.ceil((clock_start_h + duration_s / S_PER_H) / H_PER_DAY)) + 2
+        k_day = int(math.ceil(lam + 4.0 * math.sqrt(lam) + 2.0))
+        # The busiest charger's sessions over the run: the Poisson mean plus six standard deviations.
+        k_max = min(n_days * k_day, int(math.ceil(lam * n_days + 6.0 * math.sqrt(lam * n_days) + 4.0)))
+        return self.n_devices * (self.bytes_per_device + 30 * n_days * k_day + 300 * k_max)
 
 
 def build_ev_fleet(cfg: EVFleetConfig, rng: np.random.Generator, bus_idx: np.ndarray, time) -> EVFleet:

@@ -9,13 +9,12 @@ before the first tick.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
 from vpp.dispatch.allocation import ALLOCATORS
-from vpp.fleets.config import Name, NonNegativeFloat, PositiveFloat, StrictModel
+from vpp.fleets.config import BusIndex, Flag, Name, StrictModel, field_errors, real, whole
 from vpp.fleets.config import one_of as _one_of
 from vpp.fleets.registry import KINDS
 from vpp.grid.networks import NETWORK_SOURCES, PANDAPOWER_NETWORKS
@@ -33,6 +32,14 @@ __all__ = [
     "MeasurementConfig",
 ]
 
+MAX_DURATION_S = 366 * 86_400.0  # longest horizon, and any time in a scenario [s]
+MAX_SEED = 2**63 - 1
+MAX_FLEETS = 1_000
+MAX_DR_CALLS = 10_000
+MAX_CALL_KW = 1e8  # a DR call's requested change [kW] (100 GW)
+
+_TIME_S = real(ge=0.0, le=MAX_DURATION_S)  # a time since the scenario start, or a window [s]
+
 FleetConfig = Annotated[Union[tuple(spec.config for spec in KINDS.values())], Field(discriminator="kind")]
 """Any registered kind's fleet configuration, told apart by its ``kind`` field."""
 
@@ -40,9 +47,9 @@ FleetConfig = Annotated[Union[tuple(spec.config for spec in KINDS.values())], Fi
 class TimeConfig(StrictModel):
     """Simulated horizon and control tick."""
 
-    clock_start_h: float = Field(0.0, ge=0.0, lt=24.0, description="clock hour of day at t_s = 0 [h]")
-    duration_s: PositiveFloat = Field(description="simulated horizon [s]")
-    dt_s: float = Field(60.0, ge=1.0, le=900.0, description="control tick [s], 1 s to 15 min")
+    clock_start_h: real(ge=0.0, lt=24.0) = Field(0.0, description="clock hour of day at t_s = 0 [h]")
+    duration_s: real(gt=0.0, le=MAX_DURATION_S) = Field(description="simulated horizon [s], at most 366 days")
+    dt_s: real(ge=1.0, le=900.0) = Field(60.0, description="control tick [s], 1 s to 15 min")
 
     @model_validator(mode="after")
     def _whole_ticks(self):
@@ -60,16 +67,16 @@ class TimeConfig(StrictModel):
 class GridConfig(StrictModel):
     """The network and its own (non-VPP) load and generation."""
 
-    network: str = Field(description="pandapower built-in name, or a SimBench code with source: simbench")
+    network: Annotated[str, Field(max_length=200)] = Field(description="pandapower built-in name, or a SimBench code with source: simbench")
     source: Literal["pandapower", "simbench"] = "pandapower"
     load_profile: str = Field("residential_mv", description="daily shape of the net's own loads")
-    load_scale: NonNegativeFloat = Field(1.0, description="multiplier on the net's nominal loads [-]")
+    load_scale: real(ge=0.0, le=1000.0) = Field(1.0, description="multiplier on the net's nominal loads [-]")
     sgen_profile: str = Field("pv_clear_sky", description="daily shape of the net's static generators")
-    sgen_scale: NonNegativeFloat = Field(1.0, description="multiplier on the net's nominal generation [-]")
-    vm_min_pu: PositiveFloat = Field(0.95, description="lower voltage limit for violation counts [pu]")
-    vm_max_pu: PositiveFloat = Field(1.05, description="upper voltage limit for violation counts [pu]")
-    loading_max_percent: PositiveFloat = Field(100.0, description="branch loading limit [%]")
-    power_flow: bool = Field(True, description="run a power flow every tick")
+    sgen_scale: real(ge=0.0, le=1000.0) = Field(1.0, description="multiplier on the net's nominal generation [-]")
+    vm_min_pu: real(gt=0.0, le=2.0) = Field(0.95, description="lower voltage limit for violation counts [pu]")
+    vm_max_pu: real(gt=0.0, le=2.0) = Field(1.05, description="upper voltage limit for violation counts [pu]")
+    loading_max_percent: real(gt=0.0, le=10_000.0) = Field(100.0, description="branch loading limit [%]")
+    power_flow: Flag = Field(True, description="run a power flow every tick")
 
     @model_validator(mode="after")
     def _check(self):
@@ -90,15 +97,17 @@ class DRCallConfig(StrictModel):
 
     id: Name
     direction: Literal["reduce", "increase"]
-    p_kw: PositiveFloat | None = Field(None, description="requested change [kW]; give p_kw or p_mw")
-    p_mw: PositiveFloat | None = Field(None, description="requested change [MW]; give p_kw or p_mw")
-    start_s: NonNegativeFloat = Field(description="start of the active period [s since scenario start]")
-    end_s: PositiveFloat = Field(description="end of the active period [s since scenario start]")
-    notification_s: NonNegativeFloat | None = Field(None, description="when the call is announced [s]; default start_s")
-    buses: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = Field(
+    p_kw: real(gt=0.0, le=MAX_CALL_KW) | None = Field(None, description="requested change [kW]; give p_kw or p_mw")
+    p_mw: real(gt=0.0, le=MAX_CALL_KW / 1000.0) | None = Field(
+        None, description="requested change [MW]; give p_kw or p_mw"
+    )
+    start_s: _TIME_S = Field(description="start of the active period [s since scenario start]")
+    end_s: _TIME_S = Field(description="end of the active period [s since scenario start]")
+    notification_s: _TIME_S | None = Field(None, description="when the call is announced [s]; default start_s")
+    buses: Annotated[list[BusIndex], Field(min_length=1, max_length=100_000)] | None = Field(
         None, description="target bus indices; default: the whole VPP"
     )
-    recovery_s: NonNegativeFloat | None = Field(
+    recovery_s: _TIME_S | None = Field(
         None, description="window after end_s in which the rebound is measured [s]; default: the rest of the run"
     )
 
@@ -121,14 +130,14 @@ class DRCallConfig(StrictModel):
 class CommunicationConfig(StrictModel):
     """Messages between agents: one-way latency and loss."""
 
-    latency_s: NonNegativeFloat = Field(0.0, description="one-way message latency [s]")
-    loss_probability: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.0, description="chance a message is lost [-]")
+    latency_s: _TIME_S = Field(0.0, description="one-way message latency [s], at most time.duration_s")
+    loss_probability: real(ge=0.0, lt=1.0) = Field(0.0, description="chance a message is lost [-]")
 
 
 class DispatchConfig(StrictModel):
     """How operators split their share of a call over devices."""
 
-    strategy: str = "pro_rata"
+    strategy: Annotated[str, Field(max_length=200)] = "pro_rata"
 
     @field_validator("strategy")
     @classmethod
@@ -139,7 +148,7 @@ class DispatchConfig(StrictModel):
 class MeasurementConfig(StrictModel):
     """How delivery is measured."""
 
-    twin: bool = Field(
+    twin: Flag = Field(
         True,
         description="advance a no-call twin of the plant and measure delivery against it; "
         "off (for benchmarks), delivery is reported as unknown (null)",
@@ -149,20 +158,20 @@ class MeasurementConfig(StrictModel):
 class OutputConfig(StrictModel):
     """What a run writes besides the per-tick totals."""
 
-    bus_timeseries: bool = Field(True, description="write per-bus power and voltage every tick")
-    sample_devices: int = Field(0, ge=0, le=10_000, description="devices per fleet whose power is recorded")
+    bus_timeseries: Flag = Field(True, description="write per-bus power and voltage every tick")
+    sample_devices: whole(ge=0, le=10_000) = Field(0, description="devices per fleet whose power is recorded")
 
 
 class Scenario(StrictModel):
     """A complete, validated, immutable scenario."""
 
     name: Name
-    description: str = ""
-    seed: int = Field(0, ge=0)
+    description: Annotated[str, Field(max_length=10_000)] = ""
+    seed: whole(ge=0, le=MAX_SEED) = 0
     time: TimeConfig
     grid: GridConfig
-    fleets: Annotated[list[FleetConfig], Field(min_length=1)]
-    dr_calls: list[DRCallConfig] = Field(default_factory=list)
+    fleets: Annotated[list[FleetConfig], Field(min_length=1, max_length=MAX_FLEETS)]
+    dr_calls: Annotated[list[DRCallConfig], Field(max_length=MAX_DR_CALLS)] = Field(default_factory=list)
     communication: CommunicationConfig = CommunicationConfig()
     dispatch: DispatchConfig = DispatchConfig()
     output: OutputConfig = OutputConfig()
@@ -170,19 +179,21 @@ class Scenario(StrictModel):
 
     @model_validator(mode="after")
     def _check(self):
-        names = [f.name for f in self.fleets]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"fleet names must be unique; repeated: {', '.join(dup)}")
-        ids = [c.id for c in self.dr_calls]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ValueError(f"DR call ids must be unique; repeated: {', '.join(dup)}")
+        # Cross-section checks, all reported together, each at the field it concerns.
+        errors = []
+        for what, key, values in (("fleet names", "fleets", [f.name for f in self.fleets]),
+                                  ("DR call ids", "dr_calls", [c.id for c in self.dr_calls])):
+            dup = sorted({v for v in values if values.count(v) > 1})
+            if dup:
+                errors.append(((key,), f"{what} must be unique; repeated: {', '.join(dup)}", None))
+        duration_s = self.time.duration_s
         for i, call in enumerate(self.dr_calls):
-            if call.start_s >= self.time.duration_s:
-                raise ValueError(
-                    f"dr_calls[{i}].start_s ({call.start_s}) must be before time.duration_s ({self.time.duration_s})"
-                )
-        if not math.isfinite(self.time.duration_s):
-            raise ValueError("time.duration_s must be finite")
+            if call.start_s >= duration_s:
+                errors.append(((("dr_calls", i, "start_s")),
+                               f"must be before time.duration_s ({duration_s:g})", call.start_s))
+        if self.communication.latency_s > duration_s:
+            errors.append((("communication", "latency_s"),
+                           f"must be at most time.duration_s ({duration_s:g})", self.communication.latency_s))
+        if errors:
+            raise field_errors("Scenario", errors)
         return self
