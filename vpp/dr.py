@@ -47,6 +47,7 @@ class DRCall:
     bus_idx: tuple[int, ...] | None = None
     modification: int = 0
     recovery_s: float | None = None  # rebound window after end_s [s]; None: the rest of the run
+    origin: str = "scenario"  # who raised it: "scenario", or "grid_operator:<element>"
 
     def __post_init__(self) -> None:
         if not self.p_kw > 0.0:

@@ -38,6 +38,7 @@ from vpp.metrics.results import Results
 from vpp.profiles import get_profile
 from vpp.scenario import Scenario, ScenarioError, scenario_hash
 from vpp.sim import Engine
+from vpp.sim.agents import CongestionPolicy
 from vpp.units import hour_of_day
 
 __all__ = ["run_scenario", "Results", "RunError", "RunInterrupted", "GridNotConverged", "ScenarioError"]
@@ -194,22 +195,37 @@ def run_scenario(
         if reason:
             raise _Stop(str(reason), f"interrupted by {reason} {after}")
 
+    def factors(t_s: float) -> tuple[float, float]:
+        hod_h = hour_of_day(t_s, t.clock_start_h)
+        return g.load_scale * float(load_profile(hod_h)), g.sgen_scale * float(sgen_profile(hod_h))
+
+    def grid_step(t_s: float, p_bus_kw: np.ndarray, p_twin_bus_kw: np.ndarray | None):
+        load_factor, sgen_factor = factors(t_s)
+        state = grid.solve(p_bus_kw, load_factor, sgen_factor)
+        convergence.add(state, t_s)
+        state_twin = None
+        if p_twin_bus_kw is not None:
+            # The no-call counterfactual grid; the same injections give the same power flow.
+            same = np.array_equal(p_twin_bus_kw, p_bus_kw)
+            state_twin = state if same else grid_twin.solve(p_twin_bus_kw, load_factor, sgen_factor)
+            if not same:
+                convergence.add(state_twin, t_s, twin=True)
+        return state, state_twin
+
+    engine.grid_step = grid_step if g.power_flow else None
+    go = scenario.grid_operator
+    if g.power_flow and go.congestion_calls:
+        from vpp.grid.congestion import GridWatch
+
+        engine.grid_operator.watch = GridWatch(
+            grid.clone(), go.loading_max_percent or g.loading_max_percent, go.vm_min_pu or g.vm_min_pu,
+            go.horizon_s, factors,
+        )
+        engine.grid_operator.policy = CongestionPolicy(go.notice_s, go.duration_s, go.margin, go.cooldown_s,
+                                                       go.min_kw)
+
     def on_tick(outcome) -> None:
-        state = state_twin = None
-        if g.power_flow:
-            hod_h = hour_of_day(outcome.t_s, t.clock_start_h)
-            load_factor = g.load_scale * float(load_profile(hod_h))
-            sgen_factor = g.sgen_scale * float(sgen_profile(hod_h))
-            p_bus_kw = outcome.p_bus_kw
-            state = grid.solve(p_bus_kw, load_factor, sgen_factor)
-            convergence.add(state, outcome.t_s)
-            p_twin_bus_kw = outcome.p_twin_bus_kw
-            if p_twin_bus_kw is not None:
-                # The no-call counterfactual grid; the same injections give the same power flow.
-                same = np.array_equal(p_twin_bus_kw, p_bus_kw)
-                state_twin = state if same else grid_twin.solve(p_twin_bus_kw, load_factor, sgen_factor)
-                if not same:
-                    convergence.add(state_twin, outcome.t_s, twin=True)
+        state, state_twin = outcome.grid, outcome.grid_twin
         recorder.record(outcome, engine.plant_states, state, state_twin, (g.vm_min_pu, g.vm_max_pu))
         if progress is not None:
             progress(outcome.index + 1, t.n_ticks)
@@ -248,7 +264,7 @@ def run_scenario(
 
 def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s: float, build_s: float, error,
              stopped_by, warnings, convergence: _Convergence) -> Results:
-    grid, fleets, calls = plant.grid, engine.fleets, plant.calls
+    grid, fleets, calls = plant.grid, engine.fleets, engine.calls
     ts = recorder.timeseries()
     g = scenario.grid
     n = recorder.n_done
@@ -312,6 +328,15 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
         scenario.time.dt_s, grid_summary, messages,
     )
     summary["warnings"] = list(warnings)
+    if engine.grid_operator.watch is not None:
+        log = engine.grid_operator.log
+        summary["grid_operator"] = {
+            "congestion_calls": True,
+            "n_calls_raised": sum(1 for e in log if e["action"] == "raised"),
+            "n_calls_reinforced": sum(1 for e in log if e["action"] == "reinforced"),
+            "log": log[:500],
+            "log_truncated": len(log) > 500,
+        }
     last_tick = {"index": n - 1, "t_s": float(ts["t_s"].iloc[-1])} if n else None
     meta = {
         "scenario": scenario.name,

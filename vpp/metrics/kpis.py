@@ -75,6 +75,8 @@ def call_kpis(
     e_req = float(req[active].sum() * dt_h)
     out: dict[str, Any] = {
         "id": cid,
+        "origin": call.origin,
+        "modification": call.modification,
         "direction": call.direction.value,
         "start_s": call.start_s,
         "end_s": call.end_s,

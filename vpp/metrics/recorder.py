@@ -40,13 +40,8 @@ class Recorder:
         self.n_ticks = n_ticks
         self.n_bus = n_bus
         self.fleets = list(fleets)
-        self.calls = list(calls)
         self.kinds = list(kinds) if kinds is not None else list(dict.fromkeys(f.kind for f in self.fleets))
         self._fleet_kind = np.array([self.kinds.index(f.kind) for f in self.fleets], dtype=np.int64)
-        self.target_mask = (
-            np.array([c.bus_mask(n_bus) for c in self.calls]) if self.calls else np.zeros((0, n_bus), dtype=bool)
-        )
-        self.sign = np.array([c.direction.sign for c in self.calls])
         self.n_done = 0
         nan = lambda: np.full(n_ticks, np.nan)  # noqa: E731
         self.cols: dict[str, np.ndarray] = {name: nan() for name in PLANT}
@@ -56,11 +51,9 @@ class Recorder:
         for f in self.fleets:
             self.cols[fleet_col(f.name, "p_kw")] = nan()
             self.cols[fleet_col(f.name, "p_twin_kw")] = nan()
-        for c in self.calls:
-            for q in ("active_fraction", "requested_kw", "delivered_kw", "target_change_kw"):
-                self.cols[call_col(c.call_id, q)] = nan()
-            for kind in self.kinds:
-                self.cols[call_kind_col(c.call_id, kind)] = nan()
+        self.calls = []
+        for c in calls:
+            self._add_call(c, 0)
         self.cols["grid_converged"] = np.zeros(n_ticks, dtype=bool)
         for name in GRID:
             self.cols[name] = nan()
@@ -78,10 +71,35 @@ class Recorder:
         self._sampled = [(i, self.samples[f.name]) for i, f in enumerate(self.fleets) if f.name in self.samples]
         self.sample_p_kw = {name: np.full((n_ticks, idx.size), np.nan) for name, idx in self.samples.items()}
 
+    def _add_call(self, call: DRCall, i: int) -> None:
+        """Columns for a call known from tick ``i`` on (0 before it existed; its buses' change unknown then)."""
+        self.calls.append(call)
+        for q in ("active_fraction", "requested_kw", "delivered_kw", "target_change_kw"):
+            col = np.full(self.n_ticks, np.nan)
+            if q != "target_change_kw":
+                col[:i] = 0.0
+            self.cols[call_col(call.call_id, q)] = col
+        for kind in self.kinds:
+            col = np.full(self.n_ticks, np.nan)
+            col[:i] = 0.0
+            self.cols[call_kind_col(call.call_id, kind)] = col
+        self.target_mask = np.array([c.bus_mask(self.n_bus) for c in self.calls])
+        self.sign = np.array([c.direction.sign for c in self.calls])
+
+    def _sync_calls(self, calls: Sequence[DRCall], i: int) -> None:
+        """Take in calls raised during the run (new ones, and modifications of known ones)."""
+        for j, call in enumerate(calls):
+            if j < len(self.calls):
+                self.calls[j] = call
+            else:
+                self._add_call(call, i)
+
     def record(self, outcome, states: Sequence[FleetState], grid_state=None, grid_twin_state=None,
                vm_limits_pu=(0.95, 1.05)) -> None:
         """Store one tick: the plant's and twin's outcome, the plant's fleet states, and the grid's state."""
         i = outcome.index
+        if len(outcome.calls) != len(self.calls) or any(a is not b for a, b in zip(outcome.calls, self.calls)):
+            self._sync_calls(outcome.calls, i)
         c = self.cols
         n_kind = len(self.kinds)
         c["t_s"][i] = outcome.t_s

@@ -30,6 +30,7 @@ __all__ = [
     "DispatchConfig",
     "OutputConfig",
     "MeasurementConfig",
+    "GridOperatorConfig",
 ]
 
 MAX_DURATION_S = 366 * 86_400.0  # longest horizon, and any time in a scenario [s]
@@ -145,6 +146,29 @@ class DispatchConfig(StrictModel):
         return _one_of(v, ALLOCATORS, "strategy")
 
 
+class GridOperatorConfig(StrictModel):
+    """The grid operator's own calls: it watches the plant's power flow and calls on the VPP when a limit is crossed."""
+
+    congestion_calls: Flag = Field(
+        False, description="raise a reduce call on the buses behind an overloaded line or transformer or an "
+        "undervoltage, sized to clear it (needs grid.power_flow)",
+    )
+    loading_max_percent: real(gt=0.0, le=1000.0) | None = Field(
+        None, description="branch loading that triggers a call [%]; default grid.loading_max_percent"
+    )
+    vm_min_pu: real(gt=0.0, lt=2.0) | None = Field(
+        None, description="bus voltage below which a call is raised [pu]; default grid.vm_min_pu"
+    )
+    horizon_s: _TIME_S = Field(
+        0.0, description="also call when the forecast power flow this far ahead shows a violation [s]; 0: react only"
+    )
+    notice_s: _TIME_S = Field(0.0, description="from detection to the call's start [s]")
+    duration_s: real(gt=0.0, le=366 * 86400.0) = Field(3600.0, description="length of a congestion call [s]")
+    margin: real(ge=0.0, le=10.0) = Field(0.1, description="extra share requested above the computed need [-]")
+    cooldown_s: _TIME_S = Field(0.0, description="wait after a call on an element ends before the next one [s]")
+    min_kw: real(ge=0.0, le=MAX_CALL_KW) = Field(1.0, description="needs below this are ignored [kW]")
+
+
 class MeasurementConfig(StrictModel):
     """How delivery is measured."""
 
@@ -176,6 +200,7 @@ class Scenario(StrictModel):
     dispatch: DispatchConfig = DispatchConfig()
     output: OutputConfig = OutputConfig()
     measurement: MeasurementConfig = MeasurementConfig()
+    grid_operator: GridOperatorConfig = GridOperatorConfig()
 
     @model_validator(mode="after")
     def _check(self):

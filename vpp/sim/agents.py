@@ -21,6 +21,7 @@ deterministic.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import simpy
@@ -28,27 +29,62 @@ import simpy
 from vpp.dispatch.aggregate import BusFlexibility
 from vpp.dispatch.allocation import pro_rata
 from vpp.dispatch.portfolio import Portfolio
-from vpp.dr import DRCall
+from vpp.dr import Direction, DRCall
 from vpp.fleets.base import Envelope
 from vpp.sim.link import Link, Mailbox
 from vpp.sim.messages import CallNotice, CallResponse, FlexibilityOffer, Instruction, Telemetry
 
-__all__ = ["GridOperatorAgent", "PlatformAgent", "OperatorAgent"]
+__all__ = ["CongestionPolicy", "GridOperatorAgent", "PlatformAgent", "OperatorAgent"]
 
 
 def _call_order(call: DRCall) -> tuple[float, str]:
     return (call.start_s, call.call_id)
 
 
-class GridOperatorAgent:
-    """Announces scheduled DR calls to the platform and collects its responses."""
+@dataclass(frozen=True)
+class CongestionPolicy:
+    """How the grid operator turns a congestion it sees into a DR call."""
 
-    def __init__(self, env: simpy.Environment, calls: Sequence[DRCall]):
+    notice_s: float = 0.0  # from detection to the call's start [s]
+    duration_s: float = 3600.0  # length of a congestion call [s]
+    margin: float = 0.1  # extra share requested above the computed need [-]
+    cooldown_s: float = 0.0  # after a call on an element ends, wait this long before the next one [s]
+    min_kw: float = 1.0  # needs below this are ignored [kW]
+    reinforce_interval_s: float = 900.0  # at most one reinforcement of a call per this interval [s]
+    release_margin: float = 0.05  # release a call once its element is this far below the limit [fraction of limit]
+    release_fraction: float = 0.25  # share of a call's request released per observation below that [-]
+
+
+class GridOperatorAgent:
+    """Announces DR calls to the platform and collects its responses.
+
+    Scheduled calls go out at their notification times (a SimPy process). With
+    a grid ``watch`` (see :class:`vpp.grid.congestion.GridWatch`), the agent also
+    looks at the plant's power flow after every tick: an overloaded line or
+    transformer, or a bus below its voltage limit, now or within the watch's
+    forecast horizon, raises a reduce call on the buses behind the element,
+    sized to the power that clears it plus a margin. While such a call is
+    active and the element is still congested, the call is modified
+    (modification number + 1) to ask for the remaining need on top and to run
+    until ``duration_s`` after this observation. Once the element is back
+    below its limit by ``release_margin``, the call is released step by step
+    (``release_fraction`` of its request per tick) and ends when nothing is
+    left, so the load it deferred returns without a new overload.
+    """
+
+    def __init__(self, env: simpy.Environment, calls: Sequence[DRCall], watch=None,
+                 policy: CongestionPolicy | None = None):
         self.env = env
         self.calls = sorted(calls, key=lambda c: (c.notification_s, c.call_id))
         self.inbox = Mailbox(env)
         self.to_platform: Link | None = None
         self.responses: dict[str, CallResponse] = {}
+        self.watch = watch
+        self.policy = policy or CongestionPolicy()
+        self.raised: dict[str, DRCall] = {}  # latest call per congested element key
+        self.log: list[dict] = []  # what was seen and what was done, for the summary
+        self._n_raised = 0
+        self._reinforced: dict[str, float] = {}  # element key -> time of its call's last reinforcement
 
     def process(self):
         """SimPy process: wake at each notification time and send the call."""
@@ -57,6 +93,71 @@ class GridOperatorAgent:
             if wait_s > 0.0:
                 yield self.env.timeout(wait_s)
             self.to_platform.send(CallNotice(self.env.now, call))
+
+    def observe(self, t_s: float, grid_state, p_bus_kw: np.ndarray) -> list[DRCall]:
+        """Look at the plant's power flow at ``t_s``; raise or reinforce congestion calls; return them."""
+        if self.watch is None:
+            return []
+        pol = self.policy
+        out = []
+        congested = self.watch.check(t_s, grid_state, p_bus_kw)
+        seen = {c.key for c in congested}
+        # Release: an element back well below its limit has its running call stepped down, so that the
+        # load the call deferred returns gradually instead of all at once when the call ends.
+        for key, last in list(self.raised.items()):
+            if key in seen or not last.start_s <= t_s < last.end_s:
+                continue
+            value, limit = self.watch.value(key, grid_state)
+            if not value < limit * (1.0 - pol.release_margin):
+                continue
+            p_kw = last.p_kw * (1.0 - pol.release_fraction)
+            if p_kw < pol.min_kw:
+                call = replace(last, end_s=t_s, modification=last.modification + 1)
+                action = "ended"
+            else:
+                call = replace(last, p_kw=p_kw, end_s=max(last.end_s, t_s + pol.duration_s),
+                               modification=last.modification + 1)
+                action = "released"
+            self.raised[key] = call
+            self.log.append({"t_s": t_s, "element": key, "value": value, "limit": limit, "forecast": False,
+                             "action": action, "call": call.call_id, "p_kw": call.p_kw})
+            self.to_platform.send(CallNotice(t_s, call))
+            out.append(call)
+        for c in congested:
+            need_kw = c.need_mw * 1000.0 * (1.0 + pol.margin)
+            if not c.bus_pos or not need_kw >= pol.min_kw:
+                self.log.append({"t_s": t_s, "element": c.key, "value": c.value, "action": "cannot target"
+                                 if not c.bus_pos else "below min_kw"})
+                continue
+            last = self.raised.get(c.key)
+            if last is not None and t_s < last.end_s:
+                if t_s < last.start_s or t_s < self._reinforced.get(c.key, -np.inf) + pol.reinforce_interval_s:
+                    continue  # announced and not started yet, or reinforced too recently to have taken effect
+                # Still congested while the call runs: ask for the remaining need on top, and keep the call
+                # going for another duration_s so that deferred load does not return into the congestion.
+                # Never ask for more on top than the VPP draws behind the element now (anti-windup).
+                vpp_kw = float(np.maximum(p_bus_kw[list(c.bus_pos)], 0.0).sum())
+                call = replace(last, p_kw=last.p_kw + min(need_kw, vpp_kw), end_s=max(last.end_s, t_s + pol.duration_s),
+                               modification=last.modification + 1)
+                self._reinforced[c.key] = t_s
+                action = "reinforced"
+            elif last is not None and t_s < last.end_s + pol.cooldown_s:
+                continue
+            else:
+                self._n_raised += 1
+                call = DRCall(
+                    call_id=f"grid_{c.key}_{self._n_raised}", direction=Direction.REDUCE, p_kw=need_kw,
+                    start_s=t_s + pol.notice_s, end_s=t_s + pol.notice_s + pol.duration_s, notification_s=t_s,
+                    bus_idx=tuple(int(b) for b in c.bus_pos), origin=f"grid_operator:{c.key}",
+                )
+                action = "raised"
+            self.raised[c.key] = call
+            self.log.append({"t_s": t_s, "element": c.key, "value": c.value, "limit": c.limit,
+                             "forecast": bool(getattr(c, "forecast", False)), "action": action,
+                             "call": call.call_id, "p_kw": call.p_kw})
+            self.to_platform.send(CallNotice(t_s, call))
+            out.append(call)
+        return out
 
     def collect(self) -> dict[str, CallResponse]:
         """Responses received so far, by call id."""

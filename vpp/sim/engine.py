@@ -18,7 +18,11 @@ Within the tick ``[t_s, t_s + dt_s)``:
    is exact for calls and instructions that fall inside a tick;
 4. the **twin** (a copy of every fleet's initial state, advanced with the same
    kernels and the same exogenous events but always at default power) steps
-   the same tick. No agent reads it: it exists only to measure delivery.
+   the same tick. No agent reads it: it exists only to measure delivery;
+5. the power flow of the tick runs (``grid_step``), for the plant and the twin;
+6. the grid operator looks at the plant's power flow (never the twin's) and may
+   raise or reinforce a congestion call, announced at ``t_s + dt_s``; it acts
+   from the next tick on.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ class TickOutcome:
     requested_kw: np.ndarray  # (n_call,) requested change magnitude averaged over the tick (0 when inactive)
     active_fraction: np.ndarray  # (n_call,) fraction of the tick in the call's active period [-]
     instructed_bus_kw: np.ndarray  # (n_call, n_bus) instructed change per bus, signed, averaged over the tick
+    calls: tuple[DRCall, ...] = ()  # the calls known at the tick end (scenario calls, then grid-operator calls)
+    grid: object | None = None  # the plant's power flow at the tick (vpp.grid GridState), if solved
+    grid_twin: object | None = None  # the twin's power flow, if solved
 
     @property
     def p_bus_kw(self) -> np.ndarray:
@@ -102,6 +109,9 @@ class Engine:
         loss_probability: float = 0.0,
         rng: np.random.Generator | None = None,
         twin: bool = True,
+        grid_step: Callable | None = None,
+        grid_watch=None,
+        congestion_policy=None,
     ):
         self.portfolios = dict(portfolios)
         self.calls = list(calls)
@@ -110,7 +120,8 @@ class Engine:
         self.n_ticks = int(n_ticks)
         self.env = simpy.Environment()
         env = self.env
-        self.grid_operator = GridOperatorAgent(env, self.calls)
+        self.grid_operator = GridOperatorAgent(env, self.calls, grid_watch, congestion_policy)
+        self.grid_step = grid_step
         self.platform = PlatformAgent(env, list(self.portfolios), n_bus)
         self.operators = [OperatorAgent(env, name, pf) for name, pf in self.portfolios.items()]
         self.fleets: list[Fleet] = [f for pf in self.portfolios.values() for f in pf.fleets]
@@ -126,6 +137,15 @@ class Engine:
             self.platform.to_operator[op.name] = link(op.inbox)
         self._call_pos = {c.call_id: j for j, c in enumerate(self.calls)}
         self.ticks_done = 0
+
+    def _register(self, call: DRCall) -> None:
+        """A call raised during the run: a new one, or a modification of one already known (same id)."""
+        j = self._call_pos.get(call.call_id)
+        if j is None:
+            self._call_pos[call.call_id] = len(self.calls)
+            self.calls.append(call)
+        else:
+            self.calls[j] = call
 
     @property
     def plant_states(self) -> list[FleetState]:
@@ -174,8 +194,16 @@ class Engine:
             requested = np.array([c.p_kw for c in self.calls]) * frac if n_call else np.zeros(0)
             down_kw = sum(float(op.flex.down_kw.sum()) for op in self.operators)
             up_kw = sum(float(op.flex.up_kw.sum()) for op in self.operators)
+            grid = grid_twin = None
+            if self.grid_step is not None:
+                p_bus = p_fleet_bus.sum(axis=0)
+                grid, grid_twin = self.grid_step(t_s, p_bus, None if p_twin_bus is None else p_twin_bus.sum(axis=0))
+                if grid is not None:
+                    for call in self.grid_operator.observe(t_end, grid, p_bus):
+                        self._register(call)
             on_tick(
                 TickOutcome(i, t_s, dt_s, p_fleet, p_fleet_bus, p_twin, p_twin_bus, down_kw, up_kw, requested, frac,
-                            instructed)
+                            instructed, tuple(self.calls[:n_call]), grid, grid_twin)
             )
             self.ticks_done = i + 1
+            n_call = len(self.calls)
