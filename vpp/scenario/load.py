@@ -69,9 +69,18 @@ def _loc(loc: tuple) -> str:
         elif part in KINDS or str(part).startswith(("function-", "literal[", "list[")):
             continue  # pydantic's union/validator tags, not a field
         else:
-            text = str(part)
-            out += ("." if out else "") + (text if len(text) <= 80 else text[:79] + "…")
+            out += _key(part, first=not out)
     return out or "(top level)"
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")
+
+
+def _key(key, first: bool = False) -> str:
+    """A mapping key as a path step: ``.name``, or ``[<repr>]`` for anything else (cut to 80 characters)."""
+    if isinstance(key, str) and _PLAIN_KEY.match(key):
+        return key if first else f".{key}"
+    return f"[{short(key)}]"
 
 
 def _unwrap(tp):
@@ -123,10 +132,12 @@ def _message(err: dict) -> str:
         return "must be a list"
     if kind == "string_type":
         return "must be a string"
-    if kind == "union_tag_invalid":
-        return f"unknown {ctx.get('discriminator', 'kind')} {short(ctx.get('tag'))}; allowed: {ctx.get('expected_tags')}"
-    if kind == "union_tag_not_found":
-        return f"needs {ctx.get('discriminator', 'kind')!s}; allowed: {', '.join(repr(k) for k in KINDS)}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        key = str(ctx.get("discriminator", "kind")).strip("'")
+        allowed = ", ".join(repr(k) for k in KINDS)
+        if kind == "union_tag_not_found":
+            return f"needs a {key}; allowed: {allowed}"
+        return f"unknown {key} {short(ctx.get('tag'))}; allowed: {allowed}"
     return err["msg"].removeprefix("Value error, ")
 
 
@@ -145,6 +156,7 @@ def format_validation_error(exc: ValidationError, max_lines: int = MAX_ERROR_LIN
             value = err["input"]
             if not (err["type"] == "cross_field" and value is None):
                 line += f" (got {short(value)})"
+        line = _one_line(line)
         if len(line) > _MAX_LINE_CHARS:
             line = line[: _MAX_LINE_CHARS - 1] + "…"
         if line not in seen:
@@ -159,8 +171,13 @@ def _capped(lines: list[str], max_lines: int) -> list[str]:
     return lines[:max_lines] + [f"… and {len(lines) - max_lines} more errors"]
 
 
+def _one_line(text: str) -> str:
+    """No line breaks inside one error line (keys and values are quoted, but be sure)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _error(source: str, lines: list[str]) -> ScenarioError:
-    return ScenarioError("\n".join(f"{source}: {line}" for line in _capped(lines, MAX_ERROR_LINES)))
+    return ScenarioError("\n".join(_one_line(f"{source}: {line}") for line in _capped(lines, MAX_ERROR_LINES)))
 
 
 # --- shape of the parsed data -------------------------------------------------------------------------
@@ -182,7 +199,7 @@ def _check_shape(data: Any, source: str) -> None:
             if depth >= MAX_DEPTH:
                 raise ScenarioError(f"{source}: {where or '(top level)'}: nested more than {MAX_DEPTH} levels deep")
             if isinstance(node, dict):
-                items = [(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()]
+                items = [(v, where + _key(k, first=not where)) for k, v in node.items()]
             else:
                 items = [(v, f"{where}[{i}]") for i, v in enumerate(node)]
             stack.extend((v, depth + 1, w if len(w) <= 80 else w[:79] + "…") for v, w in items)
@@ -229,6 +246,20 @@ class _Loader(yaml.SafeLoader):
                     continue  # an unhashable key: the base class reports it
         return super().construct_mapping(node, deep=deep)
 
+    def construct_object(self, node, deep=False):
+        # Scalars PyYAML cannot convert (a timestamp with month 13, '!!float abc') raise plain
+        # ValueErrors and AttributeErrors without a position; give them one.
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except RecursionError:
+            raise
+        except Exception as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {short(node.value)} as {node.tag.rsplit(':', 1)[-1]}", node.start_mark
+            ) from exc
+
     def construct_yaml_int(self, node):
         text = str(node.value)
         if len(text) > MAX_DIGITS:
@@ -256,7 +287,7 @@ def _yaml_error(exc: yaml.YAMLError) -> str:
             context = f" ({exc.context} at line {exc.context_mark.line + 1})"
         if problem.startswith("duplicate key"):
             return f"{where}{problem}"
-        if problem.startswith(("nested more than", "an integer of")):
+        if problem.startswith(("nested more than", "an integer of", "cannot read")):
             return f"{where}{problem}"
         return f"{where}not valid YAML: {problem}{context}"
     return f"not valid YAML: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
@@ -403,9 +434,9 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     try:
         data = _parse_toml(text) if suffix == ".toml" else _parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: {_yaml_error(exc)}") from None
+        raise ScenarioError(_one_line(f"{path}: {_yaml_error(exc)}")) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path}: {_toml_error(exc, text)}") from None
+        raise ScenarioError(_one_line(f"{path}: {_toml_error(exc, text)}")) from None
     except RecursionError:
         raise ScenarioError(f"{path}: nested too deeply (at most {MAX_DEPTH} levels are allowed)") from None
     except ValueError as exc:  # e.g. Python's limit on integer digits, raised by tomllib
