@@ -1,56 +1,48 @@
 """The grid under the plant: a pandapower net, VPP load per bus, a power flow per tick.
 
 This package is the only place that imports pandapower. The VPP's per-bus
-power arrives in kW from the simulator and is handed to pandapower in MW on
+power arrives in kW from the simulator and is handed to the solver in MW on
 one aggregated load element per bus that hosts devices (unity power factor).
 The net's own loads and static generators follow daily profiles scaled from
 their nominal values.
 
+The power flow itself is a solver chosen by name (:mod:`vpp.grid.solvers`):
+``lightsim2grid`` by default, ``pandapower`` (``runpp``) as the reference and
+the fallback when the fast solver cannot take the net
+(:attr:`GridModel.solver_note` says why).
+
 A power flow that does not converge is retried once from another starting
-point (see :meth:`GridModel.solve`); if that fails too, the tick's
-:class:`GridState` is NaN throughout with ``converged=False``. Results of an
-earlier tick are never returned in its place.
+point; if that fails too, the tick's :class:`GridState` is NaN throughout with
+``converged=False``. Results of an earlier tick are never returned in its place.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
-from dataclasses import dataclass
 
 import numpy as np
 import pandapower as pp
 
+from vpp.grid.solvers import GridState, build_solver, get_solver
 from vpp.units import KW_PER_MW
 
 __all__ = ["GridModel", "GridState"]
 
-_NUMBA = importlib.util.find_spec("numba") is not None
-_RETRY_MAX_ITERATION = 30  # Newton-Raphson iterations on the retry (pandapower's default for "nr" is 10)
-
-
-@dataclass(frozen=True, slots=True)
-class GridState:
-    """Power-flow results of one tick; NaN everywhere when it did not converge."""
-
-    converged: bool
-    vm_pu: np.ndarray  # voltage magnitude per bus position [pu]
-    line_loading_percent: np.ndarray  # per in-service line [%]
-    trafo_loading_percent: np.ndarray  # per in-service transformer [%]
-    p_ext_grid_mw: float  # total import from the external grid(s) [MW]
-    p_loss_mw: float  # total line and transformer losses [MW]
-    attempts: int = 1  # power flows tried for this tick: 1, or 2 when the first did not converge
-
 
 class GridModel:
-    """A private copy of a pandapower net with one VPP load per hosting bus.
+    """A private copy of a pandapower net with one VPP load per hosting bus, and its solver.
 
     Buses are addressed by *position* ``0..n_bus-1`` in ``bus_index`` (the
     net's bus labels), so that fleets can sum per bus with ``np.bincount``.
+    ``solver`` names the power-flow solver (:data:`vpp.grid.solvers.SOLVERS`);
+    it is built once, when the VPP loads are attached, and
+    :attr:`solver_name` says which one actually runs.
     """
 
-    def __init__(self, net, name: str = ""):
+    def __init__(self, net, name: str = "", solver: str = "lightsim2grid"):
+        get_solver(solver)  # an unknown name fails here, listing the valid ones
         self.name = name
+        self.solver_requested = solver
         self.net = copy.deepcopy(net)  # runpp writes into its net: never the caller's
         self.bus_index = self.net.bus.index.to_numpy()
         self.n_bus = int(self.bus_index.shape[0])
@@ -58,17 +50,30 @@ class GridModel:
         self._load_p0_mw = self.net.load.p_mw.to_numpy(dtype=float).copy()
         self._load_q0_mvar = self.net.load.q_mvar.to_numpy(dtype=float).copy()
         self._sgen_p0_mw = self.net.sgen.p_mw.to_numpy(dtype=float).copy()
+        self._sgen_q0_mvar = self.net.sgen.q_mvar.to_numpy(dtype=float).copy()
         self._vpp_load_idx: np.ndarray | None = None
         self._vpp_bus_pos = np.zeros(0, dtype=np.int64)
-        self._init = "auto"
+        self._solver = None
+        self._solver_note = ""
 
     def clone(self) -> "GridModel":
-        """An independent copy (its own net and warm start), e.g. for the no-call twin's power flows.
+        """An independent copy (its own net, solver and warm start), e.g. for the no-call twin's power flows.
 
         Power flows warm-start from the previous solution; solving the twin on
         its own copy keeps the plant's results independent of whether a twin runs.
         """
         return copy.deepcopy(self)
+
+    @property
+    def solver_name(self) -> str:
+        """The solver that runs: the one asked for, or ``"pandapower"`` after a fallback."""
+        return self._ensure_solver().name
+
+    @property
+    def solver_note(self) -> str:
+        """Why the solver asked for does not run on this net (one line), or ``""``."""
+        self._ensure_solver()
+        return self._solver_note
 
     def position(self, bus: int) -> int:
         """Position of a bus label in :attr:`bus_index` (KeyError if absent)."""
@@ -86,61 +91,60 @@ class GridModel:
         return np.bincount(pos, weights=np.maximum(p_mw, 0.0), minlength=self.n_bus)
 
     def attach_vpp(self, bus_pos: np.ndarray) -> None:
-        """Create one VPP load element on each bus position in ``bus_pos``."""
+        """Create one VPP load element on each bus position in ``bus_pos`` and build the solver."""
         bus_pos = np.unique(np.asarray(bus_pos, dtype=np.int64))
         idx = pp.create_loads(
             self.net, buses=self.bus_index[bus_pos], p_mw=0.0, q_mvar=0.0, name="vpp", scaling=1.0
         )
         self._vpp_load_idx = np.asarray(idx)
         self._vpp_bus_pos = bus_pos
-        # Keep the background arrays aligned with the grown load table.
-        self._bg_load_idx = self.net.load.index.difference(self._vpp_load_idx)
+        n_load = len(self.net.load)
+        # Injection arrays in the load table's order: background loads keep their rows, VPP loads are appended.
+        vpp_row = self.net.load.index.get_indexer(self._vpp_load_idx)
+        bg_row = np.setdiff1d(np.arange(n_load), vpp_row)
+        self._n_vpp_load = vpp_row.size
+        # (create_loads appends, so both are slices in practice: cheaper than index arrays every tick)
+        self._bg_load_row = _as_slice(bg_row)
+        self._vpp_load_row = _as_slice(vpp_row)
+        self._load_p_mw = np.zeros(n_load)
+        self._load_q_mvar = np.zeros(n_load)
+        self._solver = None
+        self._ensure_solver()
 
-    def solve(self, p_vpp_bus_kw: np.ndarray, load_factor: float, sgen_factor: float) -> GridState:
+    def _ensure_solver(self):
+        if self._vpp_load_idx is None:
+            self.attach_vpp(np.zeros(0, dtype=np.int64))
+        if self._solver is None:
+            self._solver, self._solver_note = build_solver(self.solver_requested, self.net, self.bus_index)
+        return self._solver
+
+    def solve(self, p_vpp_bus_kw: np.ndarray, load_factor: float, sgen_factor: float,
+              load_p_mw: np.ndarray | None = None, load_q_mvar: np.ndarray | None = None,
+              sgen_p_mw: np.ndarray | None = None) -> GridState:
         """Run a power flow with the VPP drawing ``p_vpp_bus_kw`` [kW per bus position].
 
         ``load_factor`` and ``sgen_factor`` [-] scale the net's own loads and
-        static generators from their nominal values for this tick. The first
-        attempt warm-starts from the previous tick's solution (``init="auto"``
-        on the first tick or after a failure: DC angles, magnitudes at the
-        external grid's setpoint); if it does not converge, one retry starts
-        from ``init="dc"`` (flat magnitudes, DC angles) with up to 30
-        iterations. If both fail, the returned state has ``converged=False``
-        and NaN everywhere.
+        static generators for this tick: their nominal values, or the
+        per-element values given in ``load_p_mw``, ``load_q_mvar`` [MW, Mvar
+        per load of the net, table order] and ``sgen_p_mw`` [MW per sgen].
+        The solver warm-starts from the previous tick's solution and retries
+        once from a cold start (see :mod:`vpp.grid.solvers`); if both fail,
+        the returned state has ``converged=False`` and NaN everywhere.
         """
-        net = self.net
-        if self._vpp_load_idx is None:
-            self.attach_vpp(np.zeros(0, dtype=np.int64))
-        n_bg = self._load_p0_mw.shape[0]
-        bg = self._bg_load_idx
-        if n_bg:
-            net.load.loc[bg, "p_mw"] = self._load_p0_mw * load_factor
-            net.load.loc[bg, "q_mvar"] = self._load_q0_mvar * load_factor
-        if self._sgen_p0_mw.shape[0]:
-            net.sgen["p_mw"] = self._sgen_p0_mw * sgen_factor
-        if self._vpp_load_idx.size:
-            net.load.loc[self._vpp_load_idx, "p_mw"] = p_vpp_bus_kw[self._vpp_bus_pos] / KW_PER_MW
-        first = self._init
-        # The retry starts cold: flat voltage magnitudes and angles from a DC power flow, with more
-        # iterations (heavy ticks converge slowly). A plain flat start is no use as the retry: it fails
-        # outright on nets with phase-shifting transformers (mv_oberrhein) where "dc" converges.
-        retry = "dc"
-        attempts = 0
-        for init, max_iteration in ((first, "auto"), (retry, _RETRY_MAX_ITERATION)):
-            attempts += 1
-            try:
-                pp.runpp(net, init=init, max_iteration=max_iteration, numba=_NUMBA)
-                break
-            except pp.LoadflowNotConverged:
-                continue
-        else:
-            self._init = "auto"  # never warm-start from a failed solution
-            nan_bus = np.full(self.n_bus, np.nan)
-            return GridState(False, nan_bus, np.full(len(net.line), np.nan), np.full(len(net.trafo), np.nan),
-                             float("nan"), float("nan"), attempts)
-        self._init = "results"
-        vm_pu = net.res_bus.vm_pu.reindex(self.bus_index).to_numpy(dtype=float, copy=True)
-        line_pct = net.res_line.loading_percent.to_numpy(dtype=float, copy=True) if len(net.line) else np.zeros(0)
-        trafo_pct = net.res_trafo.loading_percent.to_numpy(dtype=float, copy=True) if len(net.trafo) else np.zeros(0)
-        p_loss_mw = float(net.res_line.pl_mw.sum()) + (float(net.res_trafo.pl_mw.sum()) if len(net.trafo) else 0.0)
-        return GridState(True, vm_pu, line_pct, trafo_pct, float(net.res_ext_grid.p_mw.sum()), p_loss_mw, attempts)
+        solver = self._ensure_solver()
+        load_p = self._load_p_mw
+        load_q = self._load_q_mvar
+        bg = self._bg_load_row
+        load_p[bg] = (self._load_p0_mw if load_p_mw is None else load_p_mw) * load_factor
+        load_q[bg] = (self._load_q0_mvar if load_q_mvar is None else load_q_mvar) * load_factor
+        if self._n_vpp_load:
+            load_p[self._vpp_load_row] = p_vpp_bus_kw[self._vpp_bus_pos] / KW_PER_MW
+        sgen_p = (self._sgen_p0_mw if sgen_p_mw is None else sgen_p_mw) * sgen_factor
+        return solver.solve(load_p, load_q, sgen_p, self._sgen_q0_mvar)
+
+
+def _as_slice(rows: np.ndarray):
+    """``rows`` as a slice when they are consecutive, else unchanged."""
+    if rows.size and np.array_equal(rows, np.arange(rows[0], rows[0] + rows.size)):
+        return slice(int(rows[0]), int(rows[0]) + rows.size)
+    return rows
