@@ -40,14 +40,14 @@ class Plant:
 def build_grid(scenario: Scenario):
     """Load the scenario's network into a :class:`~vpp.grid.model.GridModel`."""
     from vpp.grid.model import GridModel
-    from vpp.grid.networks import load_network
+    from vpp.grid.networks import load_network, network_label
 
     g = scenario.grid
     try:
         net = load_network(g.network, g.source)
-    except (KeyError, ImportError) as exc:
+    except (KeyError, ImportError) as exc:  # NetworkError is a KeyError
         raise ScenarioError(f"grid.network: {exc.args[0]}") from None
-    return GridModel(net, g.network)
+    return GridModel(net, network_label(g.network, g.source))
 
 
 def _describe_buses(grid) -> str:
@@ -57,8 +57,14 @@ def _describe_buses(grid) -> str:
     return f"{idx.size} buses, labels {int(idx.min())}..{int(idx.max())} (e.g. {', '.join(str(int(b)) for b in idx[:6])}, ...)"
 
 
-def bus_positions(grid, buses: list[int], field: str) -> np.ndarray:
-    """Positions of bus labels in the grid; an unknown label is a ScenarioError naming ``field``."""
+def bus_positions(grid, buses: list[int | str], field: str) -> np.ndarray:
+    """Positions of buses, given by label or name, in the grid; an unknown one is a ScenarioError naming ``field``."""
+    from vpp.grid.networks import NetworkError, bus_labels
+
+    try:
+        buses = bus_labels(grid.net, buses, grid.name)
+    except NetworkError as exc:
+        raise ScenarioError(f"{field}: {exc}") from None
     missing = [b for b in buses if not grid.has_bus(b)]
     if missing:
         raise ScenarioError(

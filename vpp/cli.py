@@ -235,11 +235,11 @@ def list_names(
     """List the names a scenario may use."""
     from vpp.dispatch.allocation import ALLOCATORS
     from vpp.fleets.registry import KINDS
-    from vpp.grid.networks import PANDAPOWER_NETWORKS
+    from vpp.grid.networks import network_listing
     from vpp.profiles import PROFILES
 
     registries = {
-        "networks": {k: f"pandapower.networks.{v[0]}" for k, v in PANDAPOWER_NETWORKS.items()},
+        "networks": network_listing(),
         "kinds": {k: (spec.fleet.__doc__ or "").strip().splitlines()[0] for k, spec in KINDS.items()},
         "parameters": {
             f"{spec.name}.{spec.parameter_field}={k}": spec.describe(v)

@@ -59,7 +59,7 @@ def test_call_needs_exactly_one_power(small_dict):
     ("path", "value", "expected"),
     [
         (("fleets", 0, "charger"), "warp_drive", "unknown charger 'warp_drive'; allowed: ac_pile, dc_fast"),
-        (("grid", "network"), "atlantis", "unknown network (source: pandapower"),
+        (("grid", "network"), "atlantis", "grid.network: unknown network 'atlantis' (source: pandapower"),
         (("fleets", 0, "kind"), "toaster", "fleets[0]"),
         (("time", "dt_s"), 7, "duration_s (10800.0) must be a whole number (>= 1) of dt_s (7.0)"),
         (("time", "dt_s"), 3600, "time.dt_s: must be a finite number in [1, 900] (got 3600)"),

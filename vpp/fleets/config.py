@@ -33,6 +33,7 @@ __all__ = [
     "Name",
     "NAME_RULE",
     "BusIndex",
+    "BusRef",
     "BusSelection",
     "MAX_DEVICES_PER_FLEET",
     "MAX_DEVICE_KW",
@@ -155,8 +156,25 @@ def _name(value, handler):
 Name = Annotated[str, Strict(), Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$"), WrapValidator(_name)]
 
 BusIndex = whole(ge=0, le=MAX_BUS_LABEL)
-_BUS_LIST = TypeAdapter(Annotated[list[BusIndex], Field(min_length=1, max_length=MAX_BUSES_LISTED)])
-_BUS_RULE = f"'load_buses', 'all', or a list of 1 to {MAX_BUSES_LISTED:,} bus indices"
+MAX_BUS_NAME_CHARS = 200
+_BUS_INDEX = TypeAdapter(BusIndex)
+
+
+def _bus_ref(value, handler):
+    # A string is a bus name, matched against net.bus.name when the grid is built (vpp.grid.networks.bus_labels);
+    # anything else must be an index, with the index's own error message.
+    if isinstance(value, str):
+        if 1 <= len(value) <= MAX_BUS_NAME_CHARS:
+            return value
+        raise PydanticCustomError("bus_name", "a bus name must be 1 to {n} characters", {"n": MAX_BUS_NAME_CHARS})
+    return _BUS_INDEX.validate_python(value)
+
+
+BusRef = Annotated[Union[int, str], WrapValidator(_bus_ref)]
+"""A bus: its index (pandapower's label, an integer) or its name (a string, ``net.bus.name``)."""
+
+_BUS_LIST = TypeAdapter(Annotated[list[BusRef], Field(min_length=1, max_length=MAX_BUSES_LISTED)])
+_BUS_RULE = f"'load_buses', 'all', or a list of 1 to {MAX_BUSES_LISTED:,} bus indices or names"
 
 
 def _bus_selection(value, handler):
@@ -171,7 +189,7 @@ def _bus_selection(value, handler):
 
 
 BusSelection = Annotated[
-    Union[Literal["load_buses", "all"], list[int]], WrapValidator(_bus_selection)
+    Union[Literal["load_buses", "all"], list[Union[int, str]]], WrapValidator(_bus_selection)
 ]
 
 
@@ -218,7 +236,8 @@ class FleetConfigBase(StrictModel):
     n_devices: whole(ge=0, le=MAX_DEVICES_PER_FLEET) = Field(description="number of devices")
     buses: BusSelection = Field(
         "load_buses",
-        description="where devices sit: 'load_buses' (in proportion to the net's load), 'all', or bus indices",
+        description="where devices sit: 'load_buses' (in proportion to the net's load), 'all', or a list of bus "
+        "indices or names",
     )
     cost_cny_per_kwh: real(ge=0.0, le=MAX_COST_CNY_PER_KWH) = Field(
         0.0, description="dispatch cost of the fleet's flexibility [CNY/kWh]"

@@ -15,9 +15,10 @@ from pydantic import Field, field_validator, model_validator
 
 from vpp.dispatch.allocation import ALLOCATORS
 from vpp.fleets.config import BusIndex, Flag, Name, StrictModel, field_errors, real, whole
+from vpp.fleets.config import BusRef
 from vpp.fleets.config import one_of as _one_of
 from vpp.fleets.registry import KINDS
-from vpp.grid.networks import NETWORK_SOURCES, PANDAPOWER_NETWORKS
+from vpp.grid.networks import NetworkError, check_network_name, network_file
 from vpp.profiles import PROFILES
 
 __all__ = [
@@ -68,8 +69,14 @@ class TimeConfig(StrictModel):
 class GridConfig(StrictModel):
     """The network and its own (non-VPP) load and generation."""
 
-    network: Annotated[str, Field(max_length=200)] = Field(description="pandapower built-in name, or a SimBench code with source: simbench")
-    source: Literal["pandapower", "simbench"] = "pandapower"
+    network: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
+        description="a pandapower built-in name (source: pandapower), a SimBench code (source: simbench), or a "
+        ".json, .m or .mat file (source: file; a relative path is relative to the scenario file's folder, and a "
+        "bare file name found nowhere there is looked up in the project's grids/ folder)"
+    )
+    source: Literal["pandapower", "simbench", "file"] = Field(
+        "pandapower", description="how network is read: pandapower, simbench or file"
+    )
     load_profile: str = Field("residential_mv", description="daily shape of the net's own loads")
     load_scale: real(ge=0.0, le=1000.0) = Field(1.0, description="multiplier on the net's nominal loads [-]")
     sgen_profile: str = Field("pv_clear_sky", description="daily shape of the net's static generators")
@@ -79,10 +86,26 @@ class GridConfig(StrictModel):
     loading_max_percent: real(gt=0.0, le=10_000.0) = Field(100.0, description="branch loading limit [%]")
     power_flow: Flag = Field(True, description="run a power flow every tick")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _network_file(cls, data, info):
+        # source: file stores the file's absolute path (vpp.grid.networks.network_file), found relative to the
+        # scenario file's folder, so that the scenario runs from any working directory.
+        if isinstance(data, dict) and data.get("source") == "file" and isinstance(data.get("network"), str):
+            try:
+                path = network_file(data["network"], (info.context or {}).get("base_dir"))
+            except NetworkError as exc:
+                raise field_errors("GridConfig", [(("network",), str(exc), None)]) from None
+            data = {**data, "network": str(path)}
+        return data
+
     @model_validator(mode="after")
     def _check(self):
         if self.source == "pandapower":
-            _one_of(self.network, PANDAPOWER_NETWORKS, f"network (source: pandapower; sources: {', '.join(NETWORK_SOURCES)})")
+            try:
+                check_network_name(self.network, self.source)
+            except ValueError as exc:
+                raise field_errors("GridConfig", [(("network",), str(exc), None)]) from None
         if self.vm_min_pu >= self.vm_max_pu:
             raise ValueError(f"vm_min_pu ({self.vm_min_pu}) must be below vm_max_pu ({self.vm_max_pu})")
         return self
@@ -105,8 +128,8 @@ class DRCallConfig(StrictModel):
     start_s: _TIME_S = Field(description="start of the active period [s since scenario start]")
     end_s: _TIME_S = Field(description="end of the active period [s since scenario start]")
     notification_s: _TIME_S | None = Field(None, description="when the call is announced [s]; default start_s")
-    buses: Annotated[list[BusIndex], Field(min_length=1, max_length=100_000)] | None = Field(
-        None, description="target bus indices; default: the whole VPP"
+    buses: Annotated[list[BusRef], Field(min_length=1, max_length=100_000)] | None = Field(
+        None, description="target buses, by index or name; default: the whole VPP"
     )
     recovery_s: _TIME_S | None = Field(
         None, description="window after end_s in which the rebound is measured [s]; default: the rest of the run"
