@@ -77,7 +77,7 @@ def _check_against_runpp(builder, solver, engine=None, seed=0):
     model.attach_vpp(hosts)
     assert model.solver_name == solver, model.solver_note
     if engine is not None:
-        assert model._solver.engine_kind == engine
+        assert model.solver.engine_kind == engine
     nominal_kw = max(float((net.load.p_mw * net.load.scaling).sum()) * 1000.0, 100.0)
     for _ in range(N_TICKS):
         p_bus_kw = np.zeros(model.n_bus)

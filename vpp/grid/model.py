@@ -65,6 +65,11 @@ class GridModel:
         return copy.deepcopy(self)
 
     @property
+    def solver(self):
+        """The solver object that runs (see :mod:`vpp.grid.solvers`), built on first use."""
+        return self._ensure_solver()
+
+    @property
     def solver_name(self) -> str:
         """The solver that runs: the one asked for, or ``"pandapower"`` after a fallback."""
         return self._ensure_solver().name

@@ -341,10 +341,14 @@ class LightSimSolver:
         _check_supported(net)
         from scipy import sparse
         from scipy.sparse.csgraph import connected_components
-        from pandapower.pypower.idx_brch import (BR_B, BR_B_ASYM, BR_G, BR_G_ASYM, BR_R, BR_R_ASYM, BR_X,
-                                                 BR_X_ASYM, F_BUS, SHIFT, T_BUS, TAP)
-        from pandapower.pypower.idx_bus import BASE_KV, BS, GS, PD, QD
-        from pandapower.pypower.idx_gen import GEN_BUS, GEN_STATUS, PG
+
+        try:
+            from pandapower.pypower.idx_brch import (BR_B, BR_B_ASYM, BR_G, BR_G_ASYM, BR_R, BR_R_ASYM, BR_X,
+                                                     BR_X_ASYM, F_BUS, SHIFT, T_BUS, TAP)
+            from pandapower.pypower.idx_bus import BASE_KV, BS, GS, PD
+            from pandapower.pypower.idx_gen import GEN_BUS, GEN_STATUS, PG
+        except ImportError as exc:
+            raise Unsupported(f"this pandapower lacks {exc.name or exc}, needed to read its internal model") from None
 
         bus_index = np.asarray(bus_index)
         work = copy.deepcopy(net)  # runpp writes into its net
@@ -402,7 +406,6 @@ class LightSimSolver:
         other = on & ~np.isin(np.arange(gen.shape[0]), np.asarray(internal["ref_gens"], dtype=np.int64)) \
             & np.isin(gbus, ref)
         self._p_ext_const_mw = float(sg_p_mw[ref].sum() - gen[other, PG].real.sum())
-        del bus_pd, QD  # (QD unused: only real power is reported at the external grids)
 
         # Branch results: rows of Yf and Yt for the lines and transformers pandapower kept in the ppci.
         branch_is = np.asarray(internal["branch_is"], dtype=bool)
@@ -495,7 +498,10 @@ class LightSimSolver:
             except Exception:  # an LSGrid that refuses the data: the Ybus engine takes it
                 self.engine = None
         if self.engine is None:
-            self.engine = _YbusEngine(model)
+            try:
+                self.engine = _YbusEngine(model)
+            except ImportError as exc:
+                raise Unsupported(f"this lightsim2grid lacks {exc.name or exc} (pip install 'lightsim2grid>=1.2')") from None
         self._v_prev: np.ndarray | None = None
 
     @property
