@@ -321,6 +321,9 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
     if g.power_flow:
         grid_summary = grid_kpis(ts, g.vm_min_pu, g.vm_max_pu, g.loading_max_percent) if n else {}
         grid_summary["convergence"] = convergence.summary()
+        # Which power-flow solver ran, and why not the one asked for (a fallback to runpp), if so.
+        grid_summary["solver"] = {"name": grid.solver_name, "requested": grid.solver_requested,
+                                  "note": grid.solver_note or None}
     fleet_summaries = [f.summary(s) for f, s in zip(fleets, engine.plant_states)]
     twin_summaries = None if engine.twin is None else [f.summary(s) for f, s in zip(fleets, engine.twin.states)]
     summary = summarize(

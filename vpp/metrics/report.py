@@ -261,6 +261,7 @@ def summary_table(results: Results) -> str:
     g = s.get("grid") or {}
     if g:
         conv = g.get("convergence") or {}
+        solver = g.get("solver") or {}
         n_pf = conv.get("n_ticks", g.get("power_flows", 0))
         if conv.get("n_not_converged") or conv.get("twin_n_not_converged"):
             head = f"grid: {conv['note']} (NaN for those ticks)"
@@ -273,7 +274,10 @@ def summary_table(results: Results) -> str:
                f"{_fmt(g['line_loading_max_percent'], '.1f')} %, trafo loading max "
                f"{_fmt(g['trafo_loading_max_percent'], '.1f')} %, voltage-violation ticks "
                f"{g['n_ticks_voltage_violation']}" if g.get("power_flows") else "")
+            + (f"; solver {solver['name']}" if solver.get("name") else "")
         )
+        if solver.get("note"):
+            lines.append(f"  solver: {solver['note']}")
         for c in s["calls"]:
             for label, key in (("during", "grid_during"), ("rebound", "grid_rebound")):
                 d = c.get(key)
