@@ -395,8 +395,14 @@ def _read_text(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def parse_scenario(data: dict[str, Any], source: str = "<scenario>", check_resources: bool = True) -> Scenario:
+def parse_scenario(data: dict[str, Any], source: str = "<scenario>", check_resources: bool = True,
+                   base_dir: str | Path | None = None) -> Scenario:
     """Validate a scenario given as a mapping.
+
+    Relative paths of data files in it (network files, time series, session files) are
+    taken relative to ``base_dir`` (:func:`load_scenario` passes the scenario
+    file's folder) and stored absolute; without it, relative to the working
+    directory when they are read.
 
     With ``check_resources`` (the default), a scenario whose estimated memory
     or run time this machine cannot give (:mod:`vpp.scenario.limits`) is an
@@ -407,7 +413,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", check_resou
         raise ScenarioError(f"{source}: a scenario must be a mapping of keys to values ({what})")
     _check_shape(data, source)
     try:
-        scenario = Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise _error(source, format_validation_error(exc, max_lines=10**9).splitlines()) from None
     except RecursionError:  # pragma: no cover - _check_shape bounds the depth
@@ -446,7 +452,7 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         raise ScenarioError(f"{path}: {where}{detail}") from None
     if isinstance(data, dict) and overrides:
         data = {**data, **overrides}
-    return parse_scenario(data, str(path))
+    return parse_scenario(data, str(path), base_dir=path.parent)
 
 
 def scenario_hash(scenario: Scenario) -> str:
