@@ -8,7 +8,7 @@ the scenario seed, so adding a fleet at the end leaves the others unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from vpp.fleets import Fleet
 from vpp.fleets.registry import KINDS
 from vpp.scenario.load import ScenarioError
 from vpp.scenario.schema import Scenario
+from vpp.scenario.series import build_background, fleet_inputs, read_prices
 
 __all__ = ["Plant", "build_plant", "build_grid", "bus_positions", "estimate_call_room", "plant_warnings"]
 
@@ -35,6 +36,9 @@ class Plant:
     calls: list[DRCall]
     link_rng: np.random.Generator
     sample_rng: np.random.Generator
+    background: object = None  # vpp.scenario.series.Background: the net's own load and generation per tick
+    prices: object = None  # vpp.scenario.series.TickSeries of the energy price [CNY/kWh], or None
+    notes: list[str] = field(default_factory=list)  # what reading the input files adjusted or dropped
 
 
 def build_grid(scenario: Scenario):
@@ -123,15 +127,26 @@ def check_buses(scenario: Scenario, grid) -> list[DRCall]:
 
 
 def build_plant(scenario: Scenario, grid=None) -> Plant:
-    """Build grid (unless given), fleets and calls from a validated scenario."""
+    """Build grid (unless given), fleets and calls from a validated scenario.
+
+    Time-series and session files are read here (:mod:`vpp.scenario.series`),
+    so a file that does not fit the scenario stops the run before any work.
+    A given ``grid`` must not have its VPP loads attached yet.
+    """
     grid = build_grid(scenario) if grid is None else grid
     calls = check_buses(scenario, grid)
+    background = build_background(scenario, grid)
+    prices = read_prices(scenario)
+    notes: list[str] = []
     children = np.random.SeedSequence(scenario.seed).spawn(len(scenario.fleets) + _N_EXTRA_SLOTS)
     fleets: list[Fleet] = []
     for i, cfg in enumerate(scenario.fleets):
         rng = np.random.default_rng(children[i])
         bus_idx = _place(rng, grid, cfg.buses, cfg.n_devices, f"fleets[{i}].buses")
-        fleets.append(KINDS[cfg.kind].build(cfg, rng, bus_idx, scenario.time))
+        inputs = fleet_inputs(cfg, scenario.time, f"fleets[{i}]", notes)
+        fleet = KINDS[cfg.kind].build(cfg, rng, bus_idx, scenario.time, **inputs)
+        notes.extend(getattr(fleet, "notes", ()))
+        fleets.append(fleet)
     extra = children[len(scenario.fleets):]
     return Plant(
         grid=grid,
@@ -139,6 +154,9 @@ def build_plant(scenario: Scenario, grid=None) -> Plant:
         calls=calls,
         link_rng=np.random.default_rng(extra[_SLOT_LINKS]),
         sample_rng=np.random.default_rng(extra[_SLOT_SAMPLES]),
+        background=background,
+        prices=prices,
+        notes=notes,
     )
 
 
@@ -196,7 +214,8 @@ def estimate_call_room(plant: Plant, dt_s: float) -> list[tuple[float, float, fl
 def plant_warnings(plant: Plant, time=None) -> list[str]:
     """Valid but suspicious facts about a built plant, one line each.
 
-    Always: a DR call whose target buses host no devices. With ``time`` (the
+    Always: what reading input files adjusted or dropped (sessions outside
+    the run, ...), and a DR call whose target buses host no devices. With ``time`` (the
     scenario's :class:`~vpp.scenario.schema.TimeConfig`), also what needs an
     estimate of flexibility (:func:`estimate_call_room`): a call larger than
     the room its targets offer at its start, and a plant whose whole room at
@@ -206,7 +225,7 @@ def plant_warnings(plant: Plant, time=None) -> list[str]:
     hosted = np.zeros(n_bus, dtype=bool)
     for f in plant.fleets:
         hosted[f.bus_idx] = True
-    out = []
+    out = list(plant.notes)
     empty = set()
     for c in plant.calls:
         if not (hosted & c.bus_mask(n_bus)).any():

@@ -32,14 +32,14 @@ import pandas as pd
 from vpp.build import build_plant, plant_warnings
 from vpp.dispatch import Portfolio, get_allocator
 from vpp.fleets.registry import KINDS
+from vpp.metrics.columns import PRICE
 from vpp.metrics.kpis import grid_kpis, summarize
 from vpp.metrics.recorder import Recorder
 from vpp.metrics.results import Results
-from vpp.profiles import get_profile
 from vpp.scenario import Scenario, ScenarioError, scenario_hash
 from vpp.sim import Engine
 from vpp.sim.agents import CongestionPolicy
-from vpp.units import hour_of_day
+from vpp.units import S_PER_H
 
 __all__ = ["run_scenario", "Results", "RunError", "RunInterrupted", "GridNotConverged", "ScenarioError"]
 
@@ -185,8 +185,7 @@ def run_scenario(
     kinds = [kind for kind in KINDS if any(f.kind == kind for f in fleets)]
     recorder = Recorder(t.n_ticks, grid.n_bus, fleets, calls, scenario.output.bus_timeseries, samples, kinds)
     g = scenario.grid
-    load_profile = get_profile(g.load_profile)
-    sgen_profile = get_profile(g.sgen_profile)
+    background = plant.background
     convergence = _Convergence()
     build_s = time.perf_counter() - wall_start
 
@@ -195,19 +194,20 @@ def run_scenario(
         if reason:
             raise _Stop(str(reason), f"interrupted by {reason} {after}")
 
-    def factors(t_s: float) -> tuple[float, float]:
-        hod_h = hour_of_day(t_s, t.clock_start_h)
-        return g.load_scale * float(load_profile(hod_h)), g.sgen_scale * float(sgen_profile(hod_h))
+    def factors(t_s: float) -> tuple:
+        # (load_factor, sgen_factor[, load_p_mw, load_q_mvar, sgen_p_mw]): GridModel.solve's arguments after
+        # the VPP's power (vpp.scenario.series.Background).
+        return background(t_s)
 
     def grid_step(t_s: float, p_bus_kw: np.ndarray, p_twin_bus_kw: np.ndarray | None):
-        load_factor, sgen_factor = factors(t_s)
-        state = grid.solve(p_bus_kw, load_factor, sgen_factor)
+        bg = factors(t_s)
+        state = grid.solve(p_bus_kw, *bg)
         convergence.add(state, t_s)
         state_twin = None
         if p_twin_bus_kw is not None:
             # The no-call counterfactual grid; the same injections give the same power flow.
             same = np.array_equal(p_twin_bus_kw, p_bus_kw)
-            state_twin = state if same else grid_twin.solve(p_twin_bus_kw, load_factor, sgen_factor)
+            state_twin = state if same else grid_twin.solve(p_twin_bus_kw, *bg)
             if not same:
                 convergence.add(state_twin, t_s, twin=True)
         return state, state_twin
@@ -331,6 +331,19 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
         scenario.time.dt_s, grid_summary, messages,
     )
     summary["warnings"] = list(warnings)
+    if plant.prices is not None:
+        price = plant.prices.values[:n]
+        ts[PRICE] = price
+        dt_h = scenario.time.dt_s / S_PER_H
+        cost = float(np.dot(ts["p_vpp_kw"].to_numpy(dtype=float), price) * dt_h)
+        twin = float(np.dot(ts["p_twin_kw"].to_numpy(dtype=float), price) * dt_h) if engine.twin is not None else None
+        summary["prices"] = {
+            "source": plant.prices.source,
+            "price_mean_cny_per_kwh": float(price.mean()) if n else None,
+            "cost_cny": cost,  # the plant's energy at the tick's price [CNY]
+            "cost_twin_cny": twin,  # the no-call twin's [CNY]
+            "cost_change_cny": None if twin is None else cost - twin,
+        }
     if engine.grid_operator.watch is not None:
         log = engine.grid_operator.log
         summary["grid_operator"] = {

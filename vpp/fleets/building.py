@@ -9,7 +9,8 @@ comfort band ``[t_min_c, t_max_c]``: its electric power may range between
 what holds the band's warm edge (setpoint relaxation) and what reaches its
 cool edge (pre-cooling); by default a thermostat tracks ``t_set_c``. Rebound
 after a call follows from the physics: the thermostat pulls the warmer room
-back to its setpoint. PV (negative load) follows the irradiance profile and is
+back to its setpoint. PV (negative load) follows the irradiance profile (a
+named daily shape, or a per-tick series read from a file by the caller) and is
 not curtailed. The battery (PEDF buildings) by default charges from PV surplus
 only and otherwise holds its charge; in a call it may discharge or charge
 within its power and SoC limits. Cooling only: Shenzhen's climate (heating is
@@ -18,6 +19,7 @@ not modelled).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
@@ -25,7 +27,16 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from vpp.fleets.base import Fleet, FleetState, KindSpec, Workspace
-from vpp.fleets.config import MAX_DEVICE_KW, MAX_DEVICE_KWH, FleetConfigBase, Fraction, one_of, real
+from vpp.fleets.config import (
+    MAX_DEVICE_KW,
+    MAX_DEVICE_KWH,
+    FleetConfigBase,
+    Fraction,
+    SeriesFile,
+    one_of,
+    real,
+    series_or_profile,
+)
 from vpp.fleets.kernels import (
     battery_energy_step,
     battery_loss_kwh,
@@ -96,6 +107,7 @@ class BuildingFleet(Fleet):
         outdoor_profile: str,
         irradiance_profile: str,
         clock_start_h: float,
+        irradiance_kw_per_kwp: Callable[[float], float] | None = None,
     ):
         super().__init__(name, bus_idx, operator, cost_cny_per_kwh)
         p = self._param
@@ -121,6 +133,8 @@ class BuildingFleet(Fleet):
         self.base_profile = get_profile(base_profile)
         self.outdoor = get_profile(outdoor_profile)
         self.irradiance = get_profile(irradiance_profile)
+        # PV output per rated power at scenario time t_s [kW/kWp], e.g. a file's tick means; replaces the profile.
+        self.irradiance_kw_per_kwp = irradiance_kw_per_kwp
         self.clock_start_h = float(clock_start_h)
 
     def initial_state(self) -> BuildingState:
@@ -137,7 +151,11 @@ class BuildingFleet(Fleet):
         s.t_out_c = float(self.outdoor(hod_h))
         np.multiply(self.p_base_peak_kw, occupancy, out=s.p_base_kw)
         np.multiply(self.q_internal_peak_kw, occupancy, out=s.q_gain_kw)
-        np.multiply(self.pv_kwp, -float(self.irradiance(hod_h)), out=s.p_pv_kw)
+        if self.irradiance_kw_per_kwp is not None:
+            pv_kw_per_kwp = float(self.irradiance_kw_per_kwp(t_s))
+        else:
+            pv_kw_per_kwp = float(self.irradiance(hod_h))
+        np.multiply(self.pv_kwp, -pv_kw_per_kwp, out=s.p_pv_kw)
 
     def _hvac_for(self, s: BuildingState, t_target_c: np.ndarray, a: np.ndarray, out: np.ndarray) -> None:
         p_kw = rc_power_for_temperature(
@@ -239,7 +257,10 @@ class BuildingFleetConfig(FleetConfigBase):
     soc_init: Fraction = 0.6
     size_spread: Fraction = Field(0.3, description="+/- spread of building size around the parameter set [-]")
     outdoor_profile: str = "shenzhen_summer_temp_c"
-    irradiance_profile: str = "pv_shenzhen_mean"
+    irradiance_profile: series_or_profile("irradiance", PROFILES) = Field(
+        "pv_shenzhen_mean", description="PV output per kWp: a daily profile's name or a time-series file "
+        "{path, column} (column pv_fraction or irradiance_w_per_m2)",
+    )
 
     # Measured with tracemalloc on whole runs (tests/scenario/test_limits.py).
     bytes_per_device: ClassVar[int] = 800
@@ -249,7 +270,7 @@ class BuildingFleetConfig(FleetConfigBase):
     def _params(cls, v: str) -> str:
         return one_of(v, BUILDING_PARAMETERS, "parameters")
 
-    @field_validator("outdoor_profile", "irradiance_profile")
+    @field_validator("outdoor_profile")
     @classmethod
     def _profile(cls, v: str) -> str:
         return one_of(v, PROFILES, "profile")
@@ -276,8 +297,15 @@ class BuildingFleetConfig(FleetConfigBase):
 
 
 def build_building_fleet(cfg: BuildingFleetConfig, rng: np.random.Generator, bus_idx: np.ndarray,
-                         time) -> BuildingFleet:
-    """A building fleet from its configuration; sizes, PV and batteries drawn from ``rng``."""
+                         time, irradiance: Callable[[float], float] | None = None) -> BuildingFleet:
+    """A building fleet from its configuration; sizes, PV and batteries drawn from ``rng``.
+
+    ``irradiance`` (PV output per kWp at ``t_s`` [kW/kWp]) is the series of
+    ``cfg.irradiance_profile`` when that names a file, read by the caller.
+    """
+    from_file = isinstance(cfg.irradiance_profile, SeriesFile)
+    if from_file != (irradiance is not None):
+        raise ValueError(f"fleet {cfg.name!r}: irradiance is given exactly when irradiance_profile names a file")
     p = cfg.resolved()
     n = cfg.n_devices
     size = 1.0 + rng.uniform(-cfg.size_spread, cfg.size_spread, size=n)
@@ -291,8 +319,9 @@ def build_building_fleet(cfg: BuildingFleetConfig, rng: np.random.Generator, bus
         q_internal_kw=p.q_internal_kw * size, t_set_c=p.t_set_c, t_min_c=p.t_min_c, t_max_c=p.t_max_c,
         t_in_init_c=t_in_init_c, pv_kwp=p.pv_kwp * size * has_pv, batt_cap_kwh=p.batt_cap_kwh * size * has_batt,
         p_batt_max_kw=p.p_batt_max_kw * size, batt_eta=p.batt_eta, soc_min=cfg.soc_min, soc_max=cfg.soc_max,
-        soc_init=cfg.soc_init, outdoor_profile=cfg.outdoor_profile, irradiance_profile=cfg.irradiance_profile,
-        clock_start_h=time.clock_start_h,
+        soc_init=cfg.soc_init, outdoor_profile=cfg.outdoor_profile,
+        irradiance_profile="pv_shenzhen_mean" if from_file else cfg.irradiance_profile,
+        clock_start_h=time.clock_start_h, irradiance_kw_per_kwp=irradiance,
     )
 
 

@@ -17,9 +17,12 @@ such as ``1e300`` fails at validation instead of deep inside a run.
 from __future__ import annotations
 
 import math
+import zoneinfo
+from datetime import date
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, WrapValidator
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, WrapValidator, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 __all__ = [
@@ -44,6 +47,13 @@ __all__ = [
     "field_errors",
     "one_of",
     "short",
+    "SERIES_UNITS",
+    "SeriesFile",
+    "series_or_profile",
+    "series_unit",
+    "PathText",
+    "resolve_path",
+    "check_timezone",
 ]
 
 # --- sanity limits ---------------------------------------------------------------------------------
@@ -251,3 +261,135 @@ class FleetConfigBase(StrictModel):
     def estimate_bytes(self, duration_s: float, clock_start_h: float) -> int:
         """Peak memory this fleet needs during a run of ``duration_s`` [B] (a rough upper estimate)."""
         return self.n_devices * self.bytes_per_device
+
+
+# --- time series from files ------------------------------------------------------------------------
+
+# What a time-series column may hold, per use: the column's name ends with one of these unit names
+# (``load_factor``, ``feeder_p_mw``, ``roof_pv_fraction``), which says how its values are read.
+SERIES_UNITS: dict[str, dict[str, str]] = {
+    "load": {
+        "load_factor": "multiplier on the net's nominal loads [-]",
+        "p_mw": "total background load of the net [MW]",
+        "p_kw": "total background load of the net [kW]",
+    },
+    "sgen": {
+        "sgen_factor": "multiplier on the net's nominal static generation [-]",
+        "pv_fraction": "PV AC output per rated power [kW/kWp], a multiplier on the nominal generation",
+        "irradiance_w_per_m2": "irradiance [W/m^2]; output per rated power = G / 1000 W/m^2 x performance ratio",
+        "p_mw": "total static generation of the net, positive [MW]",
+        "p_kw": "total static generation of the net, positive [kW]",
+    },
+    "irradiance": {
+        "pv_fraction": "PV AC output per rated power [kW/kWp]",
+        "irradiance_w_per_m2": "irradiance [W/m^2]; output per rated power = G / 1000 W/m^2 x performance ratio",
+    },
+    "price": {
+        "price_cny_per_kwh": "energy price [CNY/kWh]",
+        "price_cny_per_mwh": "energy price [CNY/MWh]",
+    },
+}
+
+MAX_PATH_CHARS = 4096
+
+
+def series_unit(column: str, slot: str) -> str | None:
+    """The unit name ``column`` ends with among those allowed for ``slot`` (longest match), or None."""
+    for unit in sorted(SERIES_UNITS[slot], key=len, reverse=True):
+        if column == unit or column.endswith("_" + unit):
+            return unit
+    return None
+
+
+def resolve_path(value: str, info) -> str:
+    """A relative path joined to the validation context's ``base_dir`` (the scenario file's folder), if any."""
+    base = (info.context or {}).get("base_dir") if info is not None else None
+    p = Path(value)
+    if base is not None and not p.is_absolute():
+        p = Path(base).absolute() / p
+    return str(p)
+
+
+def check_timezone(value: str | None) -> str | None:
+    """``value`` if it names an IANA time zone (or is None); otherwise a ValueError saying what is allowed."""
+    if value is None:
+        return None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {short(value)}; give an IANA name such as Asia/Shanghai or UTC") from None
+    return value
+
+
+PathText = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_PATH_CHARS)]
+
+
+class SeriesFile(StrictModel):
+    """A time series in a CSV or Parquet file: one time column and one value column.
+
+    The time column holds seconds since the scenario start (a name ending in
+    ``_s``, e.g. ``t_s``) or timestamps (ISO 8601, e.g. ``2024-07-15T18:00``).
+    By default it is ``t_s`` or ``time``, whichever the file has. Timestamps
+    are placed on the scenario's clock by ``day``: ``t_s = 0`` is that day at
+    ``time.clock_start_h`` (default: the day of the file's first timestamp).
+    Timestamps with a UTC offset need ``timezone``, the scenario clock's zone.
+    A relative ``path`` is relative to the scenario file's folder. The value
+    column's name ends with its unit (``load_factor``, ``p_mw``, ...).
+    """
+
+    path: PathText = Field(description="CSV (.csv) or Parquet (.parquet, .pq) file")
+    column: Annotated[str, Strict(), Field(min_length=1, max_length=200)] = Field(
+        description="value column; its name ends with its unit"
+    )
+    time_column: Annotated[str, Strict(), Field(min_length=1, max_length=200)] | None = Field(
+        None, description="time column: seconds since the start if its name ends in _s, else timestamps; "
+        "default t_s or time"
+    )
+    day: date | None = Field(None, description="calendar day of t_s = 0 (at time.clock_start_h) for timestamps")
+    timezone: Annotated[str, Strict(), Field(max_length=100)] | None = Field(
+        None, description="IANA zone of the scenario clock, for timestamps with a UTC offset"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str, info) -> str:
+        return resolve_path(v, info)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return check_timezone(v)
+
+
+def series_or_profile(slot: str, profiles=None, extra: tuple[str, ...] = ()):
+    """A field type taking a profile name (a key of ``profiles``, or one of ``extra``) or a :class:`SeriesFile`.
+
+    The series' value column must end with a unit allowed for ``slot``
+    (:data:`SERIES_UNITS`). With ``profiles=None`` only a file is accepted.
+    """
+    units = SERIES_UNITS[slot]
+    names = sorted(profiles or ()) + list(extra)
+
+    def check(value, handler, info):
+        if isinstance(value, str) and profiles is not None:
+            if value in names:
+                return value
+            raise PydanticCustomError("profile_name", "{msg}", {
+                "msg": f"unknown profile {short(value)}; allowed: {', '.join(names)}, "
+                "or a mapping {path, column} naming a time-series file"})
+        if isinstance(value, SeriesFile):
+            spec = value
+        elif isinstance(value, dict):
+            spec = SeriesFile.model_validate(value, context=info.context)
+        else:
+            what = "a profile name or a mapping {path, column}" if profiles is not None else "a mapping {path, column}"
+            raise PydanticCustomError("series_type", "{msg}", {"msg": "must be " + what})
+        if series_unit(spec.column, slot) is None:
+            raise PydanticCustomError(
+                "series_unit", "column {column} does not end with a unit; allowed: {allowed}",
+                {"column": short(spec.column), "allowed": ", ".join(units)},
+            )
+        return spec
+
+    return Annotated[Union[str, SeriesFile], WrapValidator(check)] if profiles is not None else Annotated[
+        SeriesFile, WrapValidator(check)]

@@ -13,6 +13,11 @@ peak by 80 %, far lower near full; :func:`vpp.fleets.kernels.taper_energy_kwh`
 integrates it in closed form). An e-bike cabinet's session is the batch of
 rider batteries charging in its compartments at once.
 
+Sessions may instead be replayed from a file (``sessions_file``: ACN-Data or a
+plain CSV, read by :mod:`vpp.scenario.series`): :func:`replay_sessions` turns
+the records into the same table, drawing only what the file lacks (battery
+capacity, arrival state of charge, acceptance) from the charger's parameter set.
+
 Timing within a tick: a session is plugged in at the first tick whose end lies
 after its arrival and leaves at the first tick start at or after its
 departure; its energy in each tick is limited to what it can take in the
@@ -33,28 +38,42 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from datetime import date
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from vpp.fleets.base import Fleet, FleetState, KindSpec, Workspace, frozen
 from vpp.fleets.config import (
     MAX_DEVICE_KW,
     MAX_DEVICE_KWH,
     MAX_HOURS,
+    PathText,
     Efficiency,
     FleetConfigBase,
     Fraction,
+    check_timezone,
     one_of,
     real,
+    resolve_path,
 )
 from vpp.fleets.kernels import taper_energy_kwh, taper_start_kwh
 from vpp.fleets.parameters import CHARGER_PARAMETERS, ChargerParameters
 from vpp.profiles import get_profile
 from vpp.units import H_PER_DAY, S_PER_H
 
-__all__ = ["SessionTable", "draw_sessions", "EVFleet", "EVState", "EVFleetConfig", "build_ev_fleet", "SPEC"]
+__all__ = [
+    "SessionTable",
+    "SessionRecords",
+    "draw_sessions",
+    "replay_sessions",
+    "EVFleet",
+    "EVState",
+    "EVFleetConfig",
+    "build_ev_fleet",
+    "SPEC",
+]
 
 _E_TOL_KWH = 1e-6  # a session counts as unmet above this remaining energy [kWh]
 
@@ -166,6 +185,97 @@ def draw_sessions(
     return SessionTable(arrival_s, departure_s, cap_kwh, e_arrival_kwh, e_need_kwh, p_accept_kw)
 
 
+@dataclass(frozen=True)
+class SessionRecords:
+    """Sessions read from a file, one entry per session, for :func:`replay_sessions`.
+
+    ``cap_kwh``, ``soc_arrival`` and ``p_accept_kw`` are NaN where the file
+    has none (they are then drawn from the charger's parameter set).
+    """
+
+    charger: np.ndarray  # charger index 0..n-1 in the fleet [-]
+    arrival_s: np.ndarray  # plug-in time [s since scenario start]
+    departure_s: np.ndarray  # plug-out time [s]
+    e_kwh: np.ndarray  # energy asked for [kWh]: battery side, or at the charger when e_at_grid
+    e_at_grid: bool  # e_kwh was metered at the charger (ACN-Data kWhDelivered): battery side is e_kwh * eta
+    cap_kwh: np.ndarray  # battery capacity [kWh] or NaN
+    soc_arrival: np.ndarray  # state of charge at plug-in [-] or NaN
+    p_accept_kw: np.ndarray  # the vehicle's peak acceptance, grid side [kW] or NaN
+
+
+def replay_sessions(
+    rng: np.random.Generator,
+    params: ChargerParameters,
+    p_rated_kw: np.ndarray,
+    records: SessionRecords,
+) -> tuple[SessionTable, list[str]]:
+    """A session table from recorded sessions; returns ``(table, notes)``.
+
+    Each session stays on its charger with its own times and energy. What
+    the record lacks is drawn as :func:`draw_sessions` draws it: battery
+    capacity and arrival state of charge uniform in the parameter set's
+    ranges, peak acceptance from its mixture. A recorded energy need is a
+    fact: where a drawn battery cannot take it, the arrival state of charge
+    is lowered (down to empty) until it fits below ``soc_max``, and a drawn
+    capacity too small even then is raised to ``need / soc_max``; only a
+    recorded capacity and state of charge that cannot hold the need clip it
+    (each adjustment is counted in the notes). Sessions under way at
+    ``t = 0`` arrive with the energy uncontrolled charging would have given
+    them by then, as drawn ones do.
+    """
+    p_rated_kw = np.asarray(p_rated_kw, dtype=float)
+    n = p_rated_kw.shape[0]
+    m = records.charger.shape[0]
+    notes: list[str] = []
+    cap_draw = rng.uniform(*params.cap_kwh, size=m)
+    soc_draw = rng.uniform(*params.soc_arrival, size=m)
+    accept_draw = _mixture(rng, params.p_accept_kw, m)
+    e_need_kwh = np.asarray(records.e_kwh, dtype=float) * (params.eta if records.e_at_grid else 1.0)
+    has_cap = np.isfinite(records.cap_kwh)
+    has_soc = np.isfinite(records.soc_arrival)
+    cap_kwh = np.where(has_cap, records.cap_kwh, cap_draw)
+    grow = ~has_cap & (e_need_kwh > params.soc_max * cap_kwh)
+    cap_kwh = np.where(grow, e_need_kwh / params.soc_max, cap_kwh)
+    e_arrival_kwh = np.where(has_soc, records.soc_arrival, soc_draw) * cap_kwh
+    lowered = ~has_soc & (e_arrival_kwh > params.soc_max * cap_kwh - e_need_kwh)
+    e_arrival_kwh = np.where(lowered, np.maximum(params.soc_max * cap_kwh - e_need_kwh, 0.0), e_arrival_kwh)
+    room_kwh = cap_kwh - e_arrival_kwh
+    clipped = e_need_kwh > room_kwh
+    e_need_kwh = np.minimum(e_need_kwh, room_kwh)
+    for count, text in ((grow.sum(), "a battery larger than the parameter set's range (need / soc_max)"),
+                        (lowered.sum(), "a lower arrival state of charge than drawn, to fit their need"),
+                        (clipped.sum(), "their need clipped to what the recorded battery takes")):
+        if count:
+            notes.append(f"{int(count)} of {m} sessions got {text}")
+    p_accept_kw = np.where(np.isfinite(records.p_accept_kw), records.p_accept_kw, accept_draw)
+
+    # One row per charger, sessions in order of arrival.
+    order = np.lexsort((records.arrival_s, records.charger))
+    ch = records.charger[order]
+    counts = np.bincount(ch, minlength=n)
+    k_max = int(counts.max(initial=0))
+    slot = np.arange(m) - np.concatenate([[0], np.cumsum(counts)[:-1]])[ch]
+    shape = (n, k_max)
+
+    def table(values, fill):
+        out = np.full(shape, fill, dtype=float)
+        out[ch, slot] = np.asarray(values, dtype=float)[order]
+        return out
+
+    arrival_s, departure_s = table(records.arrival_s, np.inf), table(records.departure_s, np.inf)
+    cap_t, e_arr_t, need_t = table(cap_kwh, 1.0), table(e_arrival_kwh, 0.0), table(e_need_kwh, 0.0)
+    accept_t = table(p_accept_kw, 0.0)
+    # Vehicles plugged in before t = 0 have charged uncontrolled (at the tapered full power) since arrival.
+    ongoing = (arrival_s < 0.0) & (departure_s > 0.0)
+    before_h = np.where(ongoing, -arrival_s / S_PER_H, 0.0)
+    e_pre_kwh = np.minimum(
+        need_t,
+        taper_energy_kwh(e_arr_t, cap_t, p_rated_kw[:, None], accept_t, params.eta, before_h,
+                         params.taper_soc, params.taper_frac),
+    )
+    return SessionTable(arrival_s, departure_s, cap_t, e_arr_t + e_pre_kwh, need_t - e_pre_kwh, accept_t), notes
+
+
 @dataclass(slots=True)
 class EVState(FleetState):
     """What changes in an EV fleet: the session each charger holds and the run's accounting."""
@@ -192,6 +302,7 @@ class EVFleet(Fleet):
 
     kind = "ev"
     work_names = ("frac", "e_rem", "e_acc", "e_start", "p_flat", "tmp", "tmp2")
+    notes: tuple[str, ...] = ()  # what building the fleet adjusted in its input (replayed sessions), one line each
     twin_cost_keys = ("e_unmet_kwh", "n_sessions_unmet", "e_pending_at_end_kwh", "e_to_vehicles_kwh")
 
     def __init__(
@@ -404,6 +515,18 @@ class EVFleetConfig(FleetConfigBase):
     )
     v2g_share: Fraction = Field(0.0, description="share of chargers that can discharge (V2G) [-]")
     soc_v2g_min: Fraction = Field(0.3, description="V2G never discharges a vehicle below this SoC [-]")
+    sessions_file: PathText | None = Field(
+        None, description="replay sessions from this CSV/Parquet file (ACN-Data or plain format) instead of "
+        "drawing them; relative to the scenario file's folder",
+    )
+    sessions_day: date | None = Field(
+        None, description="calendar day of t_s = 0 (at time.clock_start_h) for the file's timestamps; "
+        "default: the day of the first connection",
+    )
+    sessions_timezone: Annotated[str, Field(max_length=100)] | None = Field(
+        None, description="IANA zone of the scenario clock, for timestamps with a UTC offset (e.g. "
+        "America/Los_Angeles for ACN-Data)",
+    )
 
     # Measured with tracemalloc on whole runs (tests/scenario/test_limits.py): parameters, state and
     # work buffers of plant and twin, without the session table, which estimate_bytes adds.
@@ -413,6 +536,29 @@ class EVFleetConfig(FleetConfigBase):
     @classmethod
     def _charger(cls, v: str) -> str:
         return one_of(v, CHARGER_PARAMETERS, "charger")
+
+    @field_validator("sessions_file")
+    @classmethod
+    def _sessions_file(cls, v: str | None, info) -> str | None:
+        return None if v is None else resolve_path(v, info)
+
+    @field_validator("sessions_timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        return check_timezone(v)
+
+    @model_validator(mode="after")
+    def _sessions(self):
+        if self.sessions_file is None:
+            given = [k for k in ("sessions_day", "sessions_timezone") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} only with sessions_file")
+        else:
+            drawn = [k for k in ("sessions_per_day", "dwell_mean_h", "e_need_mean_kwh") if getattr(self, k) is not None]
+            if drawn:
+                raise ValueError(f"{', '.join(drawn)} only shape drawn sessions; with sessions_file the sessions "
+                                 "come from the file: remove them")
+        return self
 
     def estimate_bytes(self, duration_s: float, clock_start_h: float) -> int:
         """Peak memory of this fleet during a run [B]: per-device arrays plus drawing the session table.
@@ -430,8 +576,15 @@ class EVFleetConfig(FleetConfigBase):
         return self.n_devices * (self.bytes_per_device + 30 * n_days * k_day + 300 * k_max)
 
 
-def build_ev_fleet(cfg: EVFleetConfig, rng: np.random.Generator, bus_idx: np.ndarray, time) -> EVFleet:
-    """An EV fleet from its configuration; sessions drawn from ``rng``."""
+def build_ev_fleet(cfg: EVFleetConfig, rng: np.random.Generator, bus_idx: np.ndarray, time,
+                   sessions: SessionRecords | None = None) -> EVFleet:
+    """An EV fleet from its configuration; sessions drawn from ``rng``, or replayed from ``sessions``.
+
+    ``sessions`` are the records of ``cfg.sessions_file``, read by the caller
+    (:func:`vpp.scenario.series.read_sessions`): fleets never read files.
+    """
+    if (cfg.sessions_file is None) != (sessions is None):
+        raise ValueError(f"fleet {cfg.name!r}: sessions are given exactly when sessions_file is set")
     overrides = ("p_rated_kw", "eta", "sessions_per_day", "dwell_mean_h", "e_need_mean_kwh")
     params = replace(
         CHARGER_PARAMETERS[cfg.charger], **{k: getattr(cfg, k) for k in overrides if getattr(cfg, k) is not None}
@@ -439,9 +592,15 @@ def build_ev_fleet(cfg: EVFleetConfig, rng: np.random.Generator, bus_idx: np.nda
     n = cfg.n_devices
     p_rated_kw = np.full(n, params.p_rated_kw)
     v2g = rng.random(n) < cfg.v2g_share
-    sessions = draw_sessions(rng, params, p_rated_kw, time.duration_s, time.clock_start_h)
-    return EVFleet(cfg.name, bus_idx, cfg.operator, cfg.cost_cny_per_kwh, p_rated_kw, params.eta, v2g,
-                   cfg.soc_v2g_min, sessions, params.taper_soc, params.taper_frac)
+    notes: list[str] = []
+    if sessions is None:
+        table = draw_sessions(rng, params, p_rated_kw, time.duration_s, time.clock_start_h)
+    else:
+        table, notes = replay_sessions(rng, params, p_rated_kw, sessions)
+    fleet = EVFleet(cfg.name, bus_idx, cfg.operator, cfg.cost_cny_per_kwh, p_rated_kw, params.eta, v2g,
+                    cfg.soc_v2g_min, table, params.taper_soc, params.taper_frac)
+    fleet.notes = tuple(f"fleet {cfg.name!r}: {line}" for line in notes)
+    return fleet
 
 
 SPEC = KindSpec(

@@ -9,7 +9,7 @@ name can collide with another column or with a plant-wide one.
 
 from __future__ import annotations
 
-__all__ = ["PLANT", "GRID", "fleet_col", "kind_col", "call_col", "call_kind_col", "split"]
+__all__ = ["PLANT", "GRID", "PRICE", "fleet_col", "kind_col", "call_col", "call_kind_col", "split"]
 
 PLANT = (
     "t_s",
@@ -35,6 +35,8 @@ GRID = (
     "line_loading_max_twin_percent",
     "trafo_loading_max_twin_percent",
 )
+
+PRICE = "price_cny_per_kwh"  # energy price of the tick [CNY/kWh], when the scenario gives prices
 
 
 def fleet_col(fleet: str, quantity: str) -> str:

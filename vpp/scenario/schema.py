@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from vpp.dispatch.allocation import ALLOCATORS
-from vpp.fleets.config import BusIndex, Flag, Name, StrictModel, field_errors, real, whole
+from vpp.fleets.config import BusIndex, Flag, Name, SeriesFile, StrictModel, field_errors, real, series_or_profile, whole
 from vpp.fleets.config import BusRef
 from vpp.fleets.config import one_of as _one_of
 from vpp.fleets.registry import KINDS
@@ -77,9 +77,19 @@ class GridConfig(StrictModel):
     source: Literal["pandapower", "simbench", "file"] = Field(
         "pandapower", description="how network is read: pandapower, simbench or file"
     )
-    load_profile: str = Field("residential_mv", description="daily shape of the net's own loads")
+    load_profile: series_or_profile("load", PROFILES, ("simbench",)) = Field(
+        "residential_mv", description="the net's own loads: a daily profile's name, 'simbench' (the net's own "
+        "per-element profiles), or a time-series file {path, column}",
+    )
     load_scale: real(ge=0.0, le=1000.0) = Field(1.0, description="multiplier on the net's nominal loads [-]")
-    sgen_profile: str = Field("pv_clear_sky", description="daily shape of the net's static generators")
+    sgen_profile: series_or_profile("sgen", PROFILES, ("simbench",)) = Field(
+        "pv_clear_sky", description="the net's static generators: a daily profile's name, 'simbench', or a "
+        "time-series file {path, column}",
+    )
+    simbench_day: whole(ge=1, le=366) | None = Field(
+        None, description="day of SimBench's profile year (2016, 366 days) on which the run starts; given, the "
+        "net's loads and generators follow its own SimBench profiles unless load_profile/sgen_profile say otherwise",
+    )
     sgen_scale: real(ge=0.0, le=1000.0) = Field(1.0, description="multiplier on the net's nominal generation [-]")
     vm_min_pu: real(gt=0.0, le=2.0) = Field(0.95, description="lower voltage limit for violation counts [pu]")
     vm_max_pu: real(gt=0.0, le=2.0) = Field(1.05, description="upper voltage limit for violation counts [pu]")
@@ -108,12 +118,19 @@ class GridConfig(StrictModel):
                 raise field_errors("GridConfig", [(("network",), str(exc), None)]) from None
         if self.vm_min_pu >= self.vm_max_pu:
             raise ValueError(f"vm_min_pu ({self.vm_min_pu}) must be below vm_max_pu ({self.vm_max_pu})")
+        uses_simbench = [k for k in ("load_profile", "sgen_profile") if getattr(self, k) == "simbench"]
+        if uses_simbench and self.simbench_day is None:
+            raise ValueError(f"{' and '.join(uses_simbench)} 'simbench' needs simbench_day (1..366), the day of "
+                             "SimBench's profile year on which the run starts")
         return self
 
-    @field_validator("load_profile", "sgen_profile")
+    @model_validator(mode="before")
     @classmethod
-    def _profile(cls, v: str) -> str:
-        return _one_of(v, PROFILES, "profile")
+    def _simbench_default(cls, data):
+        # simbench_day opts in to the net's own profiles: they become the default of both profiles.
+        if isinstance(data, dict) and data.get("simbench_day") is not None:
+            data = {"load_profile": "simbench", "sgen_profile": "simbench", **data}
+        return data
 
 
 class DRCallConfig(StrictModel):
@@ -224,6 +241,11 @@ class Scenario(StrictModel):
     output: OutputConfig = OutputConfig()
     measurement: MeasurementConfig = MeasurementConfig()
     grid_operator: GridOperatorConfig = GridOperatorConfig()
+    prices: series_or_profile("price") | None = Field(
+        None, description="energy price per tick from a time-series file {path, column} (column "
+        "price_cny_per_kwh or price_cny_per_mwh); adds price_cny_per_kwh to the time series and energy costs "
+        "to the summary",
+    )
 
     @model_validator(mode="after")
     def _check(self):
