@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import inspect
 
 import numpy as np
 import pandas as pd
@@ -301,8 +300,6 @@ def test_simbench_profiles_are_the_days_quarter_hours_resampled(base):
     sb = pytest.importorskip("simbench")
     from vpp.grid.model import GridModel
 
-    if "load_p_mw" not in inspect.signature(GridModel.solve).parameters:
-        pytest.skip("GridModel.solve does not take per-element values yet (proposed change)")
     base["grid"] = {"network": "1-MV-urban--0-sw", "source": "simbench", "simbench_day": 196}
     # 10-min ticks from 17:06: the first covers 9 min of the 17:00 row and 1 min of the 17:15 row.
     base["time"] = {"clock_start_h": 17.1, "duration_s": 3600, "dt_s": 600}

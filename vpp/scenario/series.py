@@ -47,7 +47,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import heapq
-import inspect
 import re
 import zoneinfo
 from dataclasses import dataclass
@@ -497,10 +496,6 @@ def build_background(scenario, grid) -> Background:
     simbench = None
     if "simbench" in sources.values():
         what = "grid.load_profile" if sources["load"] == "simbench" else "grid.sgen_profile"
-        if "load_p_mw" not in inspect.signature(grid.solve).parameters:
-            # Per-element values need GridModel.solve(..., load_p_mw, load_q_mvar, sgen_p_mw) (proposed).
-            raise ScenarioError(f"{what}: 'simbench' profiles need per-element injections, which this "
-                                "grid model's solve() does not take yet")
         simbench = _simbench_window(net, g.simbench_day, time, what)
     return Background(time, g.load_scale, g.sgen_scale, sources["load"], sources["sgen"], simbench)
 
