@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from vpp.build import build_plant
+from vpp.fleets.config import SeriesFile
 from vpp.profiles import get_profile
 from vpp.run import run_scenario
 from vpp.scenario import ScenarioError, load_scenario, parse_scenario
@@ -36,7 +37,6 @@ from vpp.scenario.series import (
     resample_mean,
 )
 from vpp.scenario.schema import TimeConfig
-from vpp.fleets.config import SeriesFile
 from vpp.units import hour_of_day
 
 # A small plant (one EV fleet, one building fleet) on CIGRE MV with PV and wind: 12 ticks of 5 min from 17:00.
