@@ -42,7 +42,7 @@ class Plant:
 
 
 def build_grid(scenario: Scenario):
-    """Load the scenario's network into a :class:`~vpp.grid.model.GridModel`."""
+    """Load the scenario's network into a :class:`~vpp.grid.model.GridModel` solved by ``grid.solver``."""
     from vpp.grid.model import GridModel
     from vpp.grid.networks import load_network, network_label
 
@@ -51,7 +51,7 @@ def build_grid(scenario: Scenario):
         net = load_network(g.network, g.source)
     except (KeyError, ImportError) as exc:  # NetworkError is a KeyError
         raise ScenarioError(f"grid.network: {exc.args[0]}") from None
-    return GridModel(net, network_label(g.network, g.source))
+    return GridModel(net, network_label(g.network, g.source), solver=g.solver)
 
 
 def _describe_buses(grid) -> str:

@@ -196,3 +196,33 @@ def test_per_element_background_arrays():
     by_factor = model.solve(p_bus_kw, 0.7, 0.0)
     by_array = model.solve(p_bus_kw, 1.0, 0.0, net.load.p_mw.to_numpy() * 0.7, net.load.q_mvar.to_numpy() * 0.7)
     np.testing.assert_allclose(by_array.vm_pu, by_factor.vm_pu, atol=1e-10)
+
+
+def test_scenario_chooses_the_solver_and_the_results_name_it(small_dict):
+    from vpp.run import run_scenario
+    from vpp.scenario import parse_scenario
+
+    cols = ["vm_min_pu", "line_loading_max_percent", "trafo_loading_max_percent", "vm_min_twin_pu"]
+    out = {}
+    for solver in SOLVERS:
+        d = copy.deepcopy(small_dict)
+        d["grid"]["solver"] = solver
+        d["time"]["duration_s"] = 5400  # 18 ticks, the call (from 3600 s) active for the last 6
+        d["dr_calls"][0]["end_s"] = 5400
+        res = run_scenario(parse_scenario(d))
+        assert res.summary["grid"]["solver"] == {"name": solver, "requested": solver, "note": None}
+        out[solver] = res.timeseries[cols].to_numpy(dtype=float)
+    ref = out["pandapower"]
+    for solver, got in out.items():
+        np.testing.assert_allclose(got[:, [0, 3]], ref[:, [0, 3]], rtol=0.0, atol=VM_ATOL_PU)
+        np.testing.assert_allclose(got[:, 1:3], ref[:, 1:3], rtol=0.0, atol=LOADING_ATOL_PERCENT)
+
+
+def test_scenario_solver_name_is_checked(small_dict):
+    from vpp.scenario import ScenarioError, parse_scenario
+
+    small_dict["grid"]["solver"] = "newton"
+    with pytest.raises(ScenarioError, match=r"grid\.solver.*unknown solver 'newton'; allowed: lightsim2grid, pandapower"):
+        parse_scenario(small_dict)
+    small_dict["grid"].pop("solver")
+    assert parse_scenario(small_dict).grid.solver == "lightsim2grid"

@@ -19,6 +19,7 @@ from vpp.fleets.config import BusRef
 from vpp.fleets.config import one_of as _one_of
 from vpp.fleets.registry import KINDS
 from vpp.grid.networks import NetworkError, check_network_name, network_file
+from vpp.grid.solvers import SOLVERS
 from vpp.profiles import PROFILES
 
 __all__ = [
@@ -95,6 +96,10 @@ class GridConfig(StrictModel):
     vm_max_pu: real(gt=0.0, le=2.0) = Field(1.05, description="upper voltage limit for violation counts [pu]")
     loading_max_percent: real(gt=0.0, le=10_000.0) = Field(100.0, description="branch loading limit [%]")
     power_flow: Flag = Field(True, description="run a power flow every tick")
+    solver: Annotated[str, Field(max_length=200)] = Field(
+        "lightsim2grid", description="power-flow solver: lightsim2grid (fast; where it cannot take the net, "
+        "pandapower's runpp runs instead and the summary says why) or pandapower (runpp, the reference)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -108,6 +113,11 @@ class GridConfig(StrictModel):
                 raise field_errors("GridConfig", [(("network",), str(exc), None)]) from None
             data = {**data, "network": str(path)}
         return data
+
+    @field_validator("solver")
+    @classmethod
+    def _solver(cls, v: str) -> str:
+        return _one_of(v, SOLVERS, "solver")
 
     @model_validator(mode="after")
     def _check(self):
