@@ -168,6 +168,8 @@ def _no_ext_grid(tmp_path, out_of_service: bool) -> str:
          r".*grids/nowhere\.json\); shipped: city\.json"),
         ({"network": "net.xlsx", "source": "file"},
          r"^<scenario>: grid\.network: network file 'net\.xlsx' has an unknown suffix '\.xlsx'; allowed: \.json "),
+        ({"network": "CASE9.MAT", "source": "file"},
+         r"^<scenario>: grid\.network: network file 'CASE9\.MAT' has an unknown suffix '\.MAT'; allowed: \.json "),
         ({"network": "{tmp}/broken.json", "source": "file"},
          r"^grid\.network: network file 'broken\.json' does not parse as a pandapower JSON network: "),
         ({"network": "{tmp}/plain.json", "source": "file"},

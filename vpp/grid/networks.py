@@ -175,7 +175,7 @@ def network_file(value: str, base_dir: str | Path | None = None) -> Path:
     :data:`GRIDS_DIR`. The suffix must be one of :data:`NETWORK_FILE_FORMATS`.
     """
     raw = Path(value).expanduser()
-    suffix = raw.suffix.lower()
+    suffix = raw.suffix  # exact: pandapower's MATPOWER reader itself only knows the lower-case suffixes
     if suffix not in NETWORK_FILE_FORMATS:
         raise NetworkError(
             f"network file {_short(value)} has an unknown suffix {_short(raw.suffix or '(none)')}; "
@@ -219,10 +219,10 @@ def shipped_networks() -> dict[str, str]:
     if not GRIDS_DIR.is_dir():
         return out
     for path in sorted(GRIDS_DIR.iterdir()):
-        if path.suffix.lower() not in NETWORK_FILE_FORMATS or not path.is_file():
+        if path.suffix not in NETWORK_FILE_FORMATS or not path.is_file():
             continue
         desc = f"{path.stat().st_size / 1e6:.2f} MB"
-        if path.suffix.lower() == ".json":
+        if path.suffix == ".json":
             with contextlib.suppress(Exception):
                 obj = json.loads(path.read_text(encoding="utf-8")).get("_object", {})
                 n_bus = len(json.loads(obj["bus"]["_object"]).get("index", []))
@@ -270,7 +270,7 @@ def _json_problem(path: Path, exc: Exception) -> str:
 
 
 def _read_file(path: Path):
-    suffix = path.suffix.lower()
+    suffix = path.suffix
     if suffix == ".json":
         pp = importlib.import_module("pandapower")
         try:
