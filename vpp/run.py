@@ -221,8 +221,10 @@ def run_scenario(
             grid.clone(), go.loading_max_percent or g.loading_max_percent, go.vm_min_pu or g.vm_min_pu,
             go.horizon_s, factors,
         )
-        engine.grid_operator.policy = CongestionPolicy(go.notice_s, go.duration_s, go.margin, go.cooldown_s,
-                                                       go.min_kw)
+        engine.grid_operator.policy = CongestionPolicy(
+            go.notice_s, go.duration_s, go.margin, go.cooldown_s, go.min_kw, go.reinforce_interval_s,
+            go.release_margin, go.release_fraction,
+        )
 
     def on_tick(outcome) -> None:
         state, state_twin = outcome.grid, outcome.grid_twin

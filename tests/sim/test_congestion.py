@@ -106,3 +106,15 @@ def test_the_calls_lower_the_overload_against_the_no_call_twin(evening_runs):
 def test_the_same_plant_without_congestion_calls_is_its_own_twin(evening_runs):
     _, off = evening_runs
     np.testing.assert_array_equal(off.timeseries["p_vpp_kw"], off.timeseries["p_twin_kw"])
+
+
+def test_shipped_congestion_scenario_removes_the_overload(root):
+    """scenarios/congestion.yaml: the transformer overloads in the no-call twin and not in the plant."""
+    from vpp.scenario import load_scenario
+
+    res = run_scenario(load_scenario(root / "scenarios" / "congestion.yaml"))
+    ts = res.timeseries
+    assert ts["trafo_loading_max_twin_percent"].max() > 105.0
+    assert ts["trafo_loading_max_percent"].max() <= 100.0
+    assert (ts["trafo_loading_max_percent"] > 100.0).sum() == 0
+    assert res.summary["grid_operator"]["n_calls_raised"] >= 1

@@ -17,7 +17,7 @@ from vpp.dr import DRCall
 from vpp.metrics.columns import call_col, call_kind_col
 from vpp.units import S_PER_H
 
-__all__ = ["call_kpis", "grid_kpis", "grid_window", "summarize"]
+__all__ = ["call_kpis", "grid_kpis", "grid_side_kpis", "grid_window", "summarize"]
 
 _TRACK_FRACTION = 0.9  # time_to_90pct_s: first tick whose delivery reaches this share of the request
 
@@ -82,6 +82,7 @@ def call_kpis(
         "end_s": call.end_s,
         "notification_s": call.notification_s,
         "requested_kw": call.p_kw,
+        "requested_kw_max": _f(req[active].max()) if active.any() else None,  # highest tick mean (modified calls)
         "requested_kwh": e_req,
         "target_buses": None if call.bus_idx is None else len(call.bus_idx),
         "n_ticks_active": int(active.sum()),
@@ -137,11 +138,116 @@ def call_kpis(
     return out
 
 
-def grid_kpis(ts: pd.DataFrame, vm_min_limit_pu: float, vm_max_limit_pu: float, loading_limit_percent: float):
-    """Voltage and loading extremes and limit violations over the run, with and without the calls."""
+def _spells(mask: np.ndarray) -> int:
+    """Length of the longest run of consecutive True values [ticks]."""
+    if not mask.any():
+        return 0
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+    return int((edges[1::2] - edges[::2]).max())
+
+
+def _at(t: np.ndarray, x: np.ndarray, fn) -> float | None:
+    # The time of x's extreme (first tick if tied), None when x has no finite value.
+    return _f(t[fn(x)]) if np.isfinite(x).any() else None
+
+
+def grid_side_kpis(
+    t_s: np.ndarray,
+    vm_min_pu: np.ndarray,
+    vm_max_pu: np.ndarray,
+    line_loading_max_percent: np.ndarray,
+    trafo_loading_max_percent: np.ndarray,
+    p_loss_mw: np.ndarray,
+    p_ext_grid_mw: np.ndarray,
+    dt_s: float,
+    vm_limits_pu: tuple[float, float],
+    loading_limit_percent: float,
+) -> dict[str, Any]:
+    """Violations, peaks and energy of one grid (the plant's or its twin's) from its per-tick extremes.
+
+    Every argument is one value per tick (NaN where the power flow did not
+    converge; such ticks count nowhere). A tick violates the voltage band when
+    its lowest bus voltage is below ``vm_limits_pu[0]`` or its highest above
+    ``vm_limits_pu[1]``, and the loading limit when its most loaded line or
+    transformer is above ``loading_limit_percent``; a violating tick counts for
+    its whole ``dt_s``. The ``worst_*`` values are those of the tick furthest
+    beyond (or, with no violation, closest to) its limit: ``worst_excess_pu``
+    and ``worst_excess_percent`` are positive beyond the limit and zero or
+    negative inside it (the margin left). Energies are power times ``dt_s``
+    summed over the solved ticks [kWh].
+    """
+    t = np.asarray(t_s, dtype=float)
+    lo, hi = vm_limits_pu
+    vmin = np.asarray(vm_min_pu, dtype=float)
+    vmax = np.asarray(vm_max_pu, dtype=float)
+    line = np.asarray(line_loading_max_percent, dtype=float)
+    trafo = np.asarray(trafo_loading_max_percent, dtype=float)
+    dt_h = dt_s / S_PER_H
+    solved = np.isfinite(vmin)
+    below, above = lo - vmin, vmax - hi  # > 0 beyond the limit [pu]
+    excess_v = np.fmax(below, above)
+    v_bad = excess_v > 0.0
+    loading = np.fmax(line, trafo)  # the tick's most loaded branch [%]
+    excess_l = loading - loading_limit_percent
+    l_bad = excess_l > 0.0
+    voltage: dict[str, Any] = {"n_ticks": int(v_bad.sum()), "duration_s": float(v_bad.sum() * dt_s),
+                               "longest_s": float(_spells(v_bad) * dt_s),
+                               "worst_vm_pu": None, "worst_excess_pu": None, "t_s_at_worst": None}
+    if np.isfinite(excess_v).any():
+        k = int(np.nanargmax(excess_v))
+        voltage.update(worst_vm_pu=_f(vmin[k] if below[k] >= above[k] else vmax[k]),
+                       worst_excess_pu=_f(excess_v[k]), t_s_at_worst=_f(t[k]))
+    overload: dict[str, Any] = {"n_ticks": int(l_bad.sum()), "duration_s": float(l_bad.sum() * dt_s),
+                                "longest_s": float(_spells(l_bad) * dt_s),
+                                "worst_loading_percent": None, "worst_excess_percent": None, "worst_element": None,
+                                "t_s_at_worst": None}
+    if np.isfinite(loading).any():
+        k = int(np.nanargmax(loading))
+        overload.update(worst_loading_percent=_f(loading[k]), worst_excess_percent=_f(excess_l[k]),
+                        worst_element="trafo" if trafo[k] >= line[k] or not np.isfinite(line[k]) else "line",
+                        t_s_at_worst=_f(t[k]))
+    loss = np.asarray(p_loss_mw, dtype=float)
+    ext = np.asarray(p_ext_grid_mw, dtype=float)
+    return {
+        "n_ticks_solved": int(solved.sum()),
+        "vm_min_pu": _nanmin(vmin),
+        "t_s_at_vm_min": _at(t, vmin, np.nanargmin),
+        "vm_max_pu": _nanmax(vmax),
+        "t_s_at_vm_max": _at(t, vmax, np.nanargmax),
+        "voltage_violation": voltage,
+        "overload": overload,
+        "line_loading_max_percent": _nanmax(line),
+        "t_s_at_line_loading_max": _at(t, line, np.nanargmax),
+        "trafo_loading_max_percent": _nanmax(trafo),
+        "t_s_at_trafo_loading_max": _at(t, trafo, np.nanargmax),
+        "e_loss_kwh": _f(np.nansum(loss) * 1e3 * dt_h) if solved.any() else None,  # line and trafo losses [kWh]
+        "p_loss_max_mw": _nanmax(loss),
+        "e_ext_grid_kwh": _f(np.nansum(ext) * 1e3 * dt_h) if solved.any() else None,  # import [kWh]
+    }
+
+
+def grid_kpis(ts: pd.DataFrame, vm_min_limit_pu: float, vm_max_limit_pu: float, loading_limit_percent: float,
+              *, dt_s: float):
+    """Voltage and loading extremes and limit violations over the run, with and without the calls.
+
+    ``plant`` and ``twin`` hold :func:`grid_side_kpis` of the plant's and the
+    no-call twin's power flows (``twin`` is None without a twin); the flat keys
+    before them are the plant's extremes, kept for readers of earlier summaries.
+    """
     conv = ts["grid_converged"].to_numpy()
+    t = ts["t_s"].to_numpy()
+    limits = {"vm_limits_pu": [vm_min_limit_pu, vm_max_limit_pu], "loading_limit_percent": loading_limit_percent}
+
+    def side(suffix: str) -> dict[str, Any]:
+        col = lambda q, unit: ts[f"{q}{suffix}_{unit}"].to_numpy()  # noqa: E731
+        return grid_side_kpis(t, col("vm_min", "pu"), col("vm_max", "pu"), col("line_loading_max", "percent"),
+                              col("trafo_loading_max", "percent"), col("p_loss", "mw"), col("p_ext_grid", "mw"),
+                              dt_s, (vm_min_limit_pu, vm_max_limit_pu), loading_limit_percent)
+
+    # The twin's columns are NaN throughout without a twin (measurement.twin off).
+    sides = {"plant": side(""), "twin": side("_twin") if np.isfinite(ts["p_twin_kw"].to_numpy()).any() else None}
     if not conv.any():
-        return {"power_flows": 0, "power_flows_not_converged": int((~conv).sum())}
+        return {"power_flows": 0, "power_flows_not_converged": int((~conv).sum()), **limits, **sides}
     vmin = ts["vm_min_pu"].to_numpy()
     vmax = ts["vm_max_pu"].to_numpy()
     line = ts["line_loading_max_percent"].to_numpy()
@@ -151,17 +257,17 @@ def grid_kpis(ts: pd.DataFrame, vm_min_limit_pu: float, vm_max_limit_pu: float, 
         "power_flows_not_converged": int((~conv).sum()),
         "vm_min_pu": _f(np.nanmin(vmin)),
         "vm_max_pu": _f(np.nanmax(vmax)),
-        "t_s_at_vm_min": _f(ts["t_s"].to_numpy()[np.nanargmin(vmin)]),
+        "t_s_at_vm_min": _f(t[np.nanargmin(vmin)]),
         "line_loading_max_percent": _nanmax(line),
         "trafo_loading_max_percent": _nanmax(trafo),
-        "t_s_at_trafo_loading_max": _f(ts["t_s"].to_numpy()[np.nanargmax(trafo)]) if np.isfinite(trafo).any() else None,
+        "t_s_at_trafo_loading_max": _at(t, trafo, np.nanargmax),
         "vm_min_twin_pu": _nanmin(ts["vm_min_twin_pu"].to_numpy()),
         "line_loading_max_twin_percent": _nanmax(ts["line_loading_max_twin_percent"].to_numpy()),
         "trafo_loading_max_twin_percent": _nanmax(ts["trafo_loading_max_twin_percent"].to_numpy()),
         "n_ticks_voltage_violation": int(((vmin < vm_min_limit_pu) | (vmax > vm_max_limit_pu)).sum()),
         "n_ticks_overload": int(((line > loading_limit_percent) | (trafo > loading_limit_percent)).sum()),
-        "vm_limits_pu": [vm_min_limit_pu, vm_max_limit_pu],
-        "loading_limit_percent": loading_limit_percent,
+        **limits,
+        **sides,
     }
 
 

@@ -248,7 +248,7 @@ def summary_table(results: Results) -> str:
         for c in s["calls"]:
             ratio, worst, t90 = c["delivered_ratio"], c["tick_ratio_min"], c["time_to_90pct_s"]
             lines.append(
-                f"{c['id']:<18}{c['direction']:<9}{c['requested_kw']:>9,.0f}{c['requested_kwh']:>10,.0f}"
+                f"{c['id']:<18}{c['direction']:<9}{c.get('requested_kw_max') or c['requested_kw']:>9,.0f}{c['requested_kwh']:>10,.0f}"
                 f"{_fmt(c['delivered_kwh'], '>10,.0f')}{_fmt(None if ratio is None else 100 * ratio, '>6.1f')}%"
                 f"{_fmt(None if worst is None else 100 * worst, '>6.0f')}%"
                 f"{_fmt(None if t90 is None else t90 / 60, '>8.0f')}"

@@ -217,6 +217,15 @@ class GridOperatorConfig(StrictModel):
     margin: real(ge=0.0, le=10.0) = Field(0.1, description="extra share requested above the computed need [-]")
     cooldown_s: _TIME_S = Field(0.0, description="wait after a call on an element ends before the next one [s]")
     min_kw: real(ge=0.0, le=MAX_CALL_KW) = Field(1.0, description="needs below this are ignored [kW]")
+    reinforce_interval_s: _TIME_S = Field(
+        300.0, description="at most one reinforcement of a running call per this interval [s]"
+    )
+    release_margin: real(ge=0.0, lt=1.0) = Field(
+        0.05, description="release a call once its element is this far below the trigger [fraction of it]"
+    )
+    release_fraction: real(gt=0.0, le=1.0) = Field(
+        0.1, description="share of a call's request released per tick once clear [-]"
+    )
 
 
 class MeasurementConfig(StrictModel):

@@ -50,9 +50,9 @@ class CongestionPolicy:
     margin: float = 0.1  # extra share requested above the computed need [-]
     cooldown_s: float = 0.0  # after a call on an element ends, wait this long before the next one [s]
     min_kw: float = 1.0  # needs below this are ignored [kW]
-    reinforce_interval_s: float = 900.0  # at most one reinforcement of a call per this interval [s]
+    reinforce_interval_s: float = 300.0  # at most one reinforcement of a call per this interval [s]
     release_margin: float = 0.05  # release a call once its element is this far below the limit [fraction of limit]
-    release_fraction: float = 0.25  # share of a call's request released per observation below that [-]
+    release_fraction: float = 0.1  # share of a call's request released per observation below that [-]
 
 
 class GridOperatorAgent:
@@ -109,9 +109,13 @@ class GridOperatorAgent:
                 continue
             value, limit = self.watch.value(key, grid_state)
             if not value < limit * (1.0 - pol.release_margin):
-                continue
-            p_kw = last.p_kw * (1.0 - pol.release_fraction)
-            if p_kw < pol.min_kw:
+                # Holding: below the trigger but not clear of it. A call must not run out now, or the load
+                # it deferred would all return at once; keep it going.
+                if last.end_s - t_s > 0.5 * pol.duration_s:
+                    continue
+                call = replace(last, end_s=t_s + pol.duration_s, modification=last.modification + 1)
+                action = "held"
+            elif (p_kw := last.p_kw * (1.0 - pol.release_fraction)) < pol.min_kw:
                 call = replace(last, end_s=t_s, modification=last.modification + 1)
                 action = "ended"
             else:
