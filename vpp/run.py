@@ -321,7 +321,8 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
     messages = {"sent": sum(link.n_sent for link in links), "lost": sum(link.n_lost for link in links)}
     grid_summary = None
     if g.power_flow:
-        grid_summary = grid_kpis(ts, g.vm_min_pu, g.vm_max_pu, g.loading_max_percent) if n else {}
+        grid_summary = grid_kpis(ts, g.vm_min_pu, g.vm_max_pu, g.loading_max_percent, dt_s=scenario.time.dt_s) \
+            if n else {}
         grid_summary["convergence"] = convergence.summary()
         # Which power-flow solver ran, and why not the one asked for (a fallback to runpp), if so.
         grid_summary["solver"] = {"name": grid.solver_name, "requested": grid.solver_requested,
@@ -370,8 +371,14 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
         "build_s": round(build_s, 3),
         "wall_time_s": round(wall_s, 3),
     }
+    branches = None
+    if g.power_flow:
+        branches = recorder.branch_table({
+            e: (grid.net[e].index.to_numpy(), grid.net[e].name.fillna("").astype(str).to_numpy())
+            for e in ("line", "trafo")
+        })
     results = Results(scenario.name, ts, buses, summary, meta, bus_ts, devices, completed=error is None, error=error,
-                      stopped_by=stopped_by)
+                      stopped_by=stopped_by, branches=branches, net=grid.net if g.power_flow else None)
     # The partial marking leads summary.json: complete, stopped_by, error, ticks done, last tick.
     results.summary = {**results.status(), **summary}
     return results

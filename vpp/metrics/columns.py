@@ -34,6 +34,8 @@ GRID = (
     "vm_max_twin_pu",
     "line_loading_max_twin_percent",
     "trafo_loading_max_twin_percent",
+    "p_ext_grid_twin_mw",  # the twin's import from the external grid(s) [MW]
+    "p_loss_twin_mw",  # the twin's line and transformer losses [MW]
 )
 
 PRICE = "price_cny_per_kwh"  # energy price of the tick [CNY/kWh], when the scenario gives prices

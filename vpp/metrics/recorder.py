@@ -67,6 +67,11 @@ class Recorder:
         self.bus_p_max_kw = np.full(n_bus, -np.inf)
         self.bus_vm_min_pu = np.full(n_bus, np.inf)
         self.bus_vm_max_pu = np.full(n_bus, -np.inf)
+        # Per-branch peak loading over the run, by element ("line", "trafo"): one value per table row
+        # (sized by the first power flow), the plant's with its time and the twin's.
+        self.branch_loading_max_percent: dict[str, np.ndarray] = {}
+        self.branch_t_s_at_loading_max: dict[str, np.ndarray] = {}
+        self.branch_loading_max_twin_percent: dict[str, np.ndarray] = {}
         self.samples = samples or {}
         self._sampled = [(i, self.samples[f.name]) for i, f in enumerate(self.fleets) if f.name in self.samples]
         self.sample_p_kw = {name: np.full((n_ticks, idx.size), np.nan) for name, idx in self.samples.items()}
@@ -180,6 +185,7 @@ class Recorder:
                 c["p_loss_mw"][i] = grid_state.p_loss_mw
                 lo, hi = vm_limits_pu
                 c["n_bus_voltage_violations"][i] = float(((vm < lo) | (vm > hi)).sum())
+                self._track_branches(grid_state, outcome.t_s, twin=False)
                 np.fmin(self.bus_vm_min_pu, vm, out=self.bus_vm_min_pu)
                 np.fmax(self.bus_vm_max_pu, vm, out=self.bus_vm_max_pu)
                 if self.bus_vm_pu is not None:
@@ -189,7 +195,40 @@ class Recorder:
             c["vm_max_twin_pu"][i] = np.nanmax(grid_twin_state.vm_pu)
             c["line_loading_max_twin_percent"][i] = _nanmax(grid_twin_state.line_loading_percent)
             c["trafo_loading_max_twin_percent"][i] = _nanmax(grid_twin_state.trafo_loading_percent)
+            c["p_ext_grid_twin_mw"][i] = grid_twin_state.p_ext_grid_mw
+            c["p_loss_twin_mw"][i] = grid_twin_state.p_loss_mw
+            self._track_branches(grid_twin_state, outcome.t_s, twin=True)
         self.n_done = i + 1
+
+    def _track_branches(self, state, t_s: float, twin: bool) -> None:
+        """Fold one converged power flow's line and transformer loading into the per-branch peaks."""
+        peaks = self.branch_loading_max_twin_percent if twin else self.branch_loading_max_percent
+        for element, x in (("line", state.line_loading_percent), ("trafo", state.trafo_loading_percent)):
+            peak = peaks.setdefault(element, np.full(x.shape[0], -np.inf))
+            if not twin:
+                t_at = self.branch_t_s_at_loading_max.setdefault(element, np.full(x.shape[0], np.nan))
+                t_at[x > peak] = t_s  # NaN loading (a branch out of service) never counts
+            np.fmax(peak, x, out=peak)
+
+    def branch_table(self, elements: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+        """Peak loading of each line and transformer over the run, plant and twin [%].
+
+        ``elements`` maps "line"/"trafo" to the pandapower (index, name) of its
+        table rows, in table order. NaN where a branch never carried a solved flow.
+        """
+        parts = []
+        for element, (index, name) in elements.items():
+            n = len(index)
+            fin = lambda x: np.where(np.isfinite(x), x, np.nan) if x is not None else np.full(n, np.nan)  # noqa: E731
+            parts.append(pd.DataFrame({
+                "element": element,
+                "index": np.asarray(index, dtype=np.int64),
+                "name": np.asarray(name, dtype=object),
+                "loading_max_percent": fin(self.branch_loading_max_percent.get(element)),
+                "t_s_at_loading_max": fin(self.branch_t_s_at_loading_max.get(element)),
+                "loading_max_twin_percent": fin(self.branch_loading_max_twin_percent.get(element)),
+            }))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
     def timeseries(self) -> pd.DataFrame:
         """One row per completed tick."""

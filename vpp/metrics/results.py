@@ -18,7 +18,10 @@ class Results:
     requested/delivered, grid extremes). ``buses``: per-bus aggregates.
     ``bus_timeseries``: per-bus power and voltage every tick (long format), if
     recorded. ``devices``: sampled per-device power (long format), if asked.
-    ``summary``: KPIs. ``meta``: seed, versions, scenario hash.
+    ``branches``: peak loading of every line and transformer over the run,
+    plant and twin (with a power flow). ``summary``: KPIs. ``meta``: seed,
+    versions, scenario hash. ``net``: the pandapower net the run solved (for
+    the network map; never written).
 
     A run that stopped early is partial, never silently short: ``completed``
     is False, ``stopped_by`` says why (``"SIGINT"``, ``"SIGTERM"``,
@@ -38,6 +41,8 @@ class Results:
     completed: bool = True
     error: str | None = field(default=None)
     stopped_by: str | None = None
+    branches: pd.DataFrame | None = None
+    net: Any = field(default=None, repr=False)
 
     def status(self) -> dict[str, Any]:
         """Whether the run is complete, and if not where and why it stopped (JSON-ready)."""
