@@ -201,8 +201,8 @@ def test_bad_network_is_one_line(small_dict, tmp_path, monkeypatch, grid, expect
 
 def test_unknown_simbench_code(small_dict):
     pytest.importorskip("simbench")
-    text = _grid_error(small_dict, network="9-XX-nowhere", source="simbench")
-    assert text.startswith("grid.network: unknown SimBench code '9-XX-nowhere'")
+    text = _grid_error(small_dict, network="1-MV-urban-0-sw", source="simbench")
+    assert text.startswith("grid.network: unknown SimBench code '1-MV-urban-0-sw'; closest: 1-MV-urban--0-sw, ")
 
 
 def test_bus_index_outside_the_grid(small_dict):

@@ -329,11 +329,17 @@ def load_network(name: str, source: str = "pandapower", base_dir: str | Path | N
         if not simbench_available():
             raise ImportError("grid.source 'simbench' needs the simbench extra: pip install 'vpp[simbench]'")
         sb = importlib.import_module("simbench")
+        codes = sb.collect_all_simbench_codes()
+        if name not in codes:  # get_simbench_net's own error for a bad code is an IndexError
+            close = difflib.get_close_matches(name, codes, n=_EXAMPLES, cutoff=0.6)
+            lead = f"closest: {', '.join(close)}" if close else "e.g. 1-MV-urban--0-sw, 1-LV-rural1--0-sw"
+            raise NetworkError(f"unknown SimBench code {_short(name)}; {lead} ({len(codes)} codes: "
+                               "simbench.collect_all_simbench_codes())")
         try:
             with _quiet_pandapower():
                 net = sb.get_simbench_net(name)
-        except Exception as exc:  # simbench raises bare ValueErrors/KeyErrors for bad codes
-            raise NetworkError(f"unknown SimBench code {name!r} ({_first_line(exc)})") from None
+        except Exception as exc:  # simbench raises bare ValueErrors/KeyErrors for data it cannot read
+            raise NetworkError(f"SimBench code {name!r} could not be loaded: {_first_line(exc)}") from None
     elif source == "file":
         net = _read_file(network_file(name, base_dir))
     else:
