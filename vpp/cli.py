@@ -107,7 +107,9 @@ def run(
              "(which is replaced whole)")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="override the scenario's seed")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar and no table")] = False,
-    plot: Annotated[bool, typer.Option("--plot", help="also write dispatch.png (power, DR, voltages)")] = False,
+    plot: Annotated[bool, typer.Option(
+        "--plot", help="also write dispatch.png (power, DR, voltages and loading against their limits) and "
+                       "network.png (a map of each bus's worst voltage and each branch's peak loading)")] = False,
     strict: Annotated[bool, typer.Option(
         "--strict", help="stop at the first power flow that does not converge (exit 3) instead of "
                          "recording NaN for that tick and going on")] = False,

@@ -1,51 +1,306 @@
-"""Plots of a run (matplotlib, headless Agg backend; imported only when asked for)."""
+"""Plots of a run (matplotlib, headless Agg backend; imported only when asked for).
+
+``dispatch.png`` draws the run over time; ``network.png`` maps the grid. Both
+draw the limits the grid KPIs count against (``summary["grid"]["vm_limits_pu"]``
+and ``["loading_limit_percent"]``, the scenario's ``grid.vm_min_pu``,
+``grid.vm_max_pu`` and ``grid.loading_max_percent``).
+"""
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from vpp.metrics.results import Results
 from vpp.units import S_PER_H
 
-__all__ = ["plot_dispatch"]
+__all__ = ["plot_dispatch", "plot_network"]
+
+_REDUCE, _INCREASE = "tab:red", "tab:blue"  # shading of a call's span, by direction
+_LIMIT = dict(color="crimson", ls=(0, (4, 2)), lw=1.0)  # every limit line
+_KK_MAX_BUSES = 600  # generic layout: Kamada-Kawai up to this size (O(n^2)); a seeded spring layout above
 
 
-def plot_dispatch(results: Results, path: str | Path) -> Path:
-    """Three stacked panels over time: plant power vs default by kind, DR requested vs delivered,
-    and grid voltage extremes with and without the calls. Written as PNG to ``path``."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _limits(results: Results) -> tuple[tuple[float, float], float]:
+    g = results.summary.get("grid") or {}
+    lo, hi = g.get("vm_limits_pu") or (0.95, 1.05)
+    return (float(lo), float(hi)), float(g.get("loading_limit_percent") or 100.0)
+
+
+def _shade_calls(axes, calls, label_ax) -> None:
+    """A shaded span per DR call on every panel; call ids over ``label_ax`` when there are few."""
+    from matplotlib.transforms import blended_transform_factory
+
+    shown = set()
+    for c in calls:
+        color = _REDUCE if c["direction"] == "reduce" else _INCREASE
+        a, b = c["start_s"] / S_PER_H, c["end_s"] / S_PER_H
+        for ax in axes:
+            kw = {}
+            if ax is label_ax and c["direction"] not in shown:
+                kw["label"] = f"DR call ({c['direction']})"
+                shown.add(c["direction"])
+            ax.axvspan(a, b, color=color, alpha=0.1, lw=0, **kw)
+        if len(calls) <= 8:
+            tr = blended_transform_factory(label_ax.transData, label_ax.transAxes)
+            label_ax.text((a + b) / 2, 1.01, c["id"], transform=tr, ha="center", va="bottom", fontsize=7,
+                          color=color, clip_on=False)
+
+
+def _include(ax, *values) -> None:
+    """Widen the y range so that the limit lines ``values`` are inside the panel."""
+    lo, hi = ax.get_ylim()
+    lo, hi = min(lo, *values), max(hi, *values)
+    pad = 0.04 * (hi - lo)
+    ax.set_ylim(lo - pad, hi + pad)
+
+
+def plot_dispatch(results: Results, path: str | Path) -> Path:
+    """Stacked panels over time, written as PNG to ``path``.
+
+    Plant power by kind against the no-call twin; DR requested against
+    delivered; and with a power flow, the lowest and highest bus voltage and
+    the highest line and transformer loading, with the calls (solid) and
+    without them (the twin, dashed), against the voltage band and the loading
+    limit. Each DR call is a shaded span.
+    """
+    plt = _pyplot()
     ts = results.timeseries
     t_h = ts["t_s"].to_numpy() / S_PER_H
-    fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True, constrained_layout=True)
+    grid = bool(ts["grid_converged"].any()) if "grid_converged" in ts else False
+    (vlo, vhi), limit = _limits(results)
+    n = 4 if grid else 2
+    fig, axes = plt.subplots(n, 1, figsize=(10, 2.6 * n + 0.8), sharex=True, constrained_layout=True)
     ax = axes[0]
     kinds = [c for c in ts.columns if c.startswith("kind.") and c.endswith(".p_kw")]
     ax.stackplot(t_h, *[ts[c].to_numpy() / 1e3 for c in kinds], labels=[c.split(".")[1] for c in kinds], alpha=0.6)
     ax.plot(t_h, ts["p_twin_kw"] / 1e3, "k--", lw=1.2, label="no-call twin")
     ax.plot(t_h, ts["p_vpp_kw"] / 1e3, "k-", lw=1.2, label="VPP")
     ax.set_ylabel("power [MW]")
-    ax.legend(loc="upper left", fontsize=8, ncol=5)
-    ax.set_title(f"{results.scenario_name}: plant power")
+    ax.set_title(f"{results.scenario_name}: plant power", pad=14)
     ax = axes[1]
     ax.step(t_h, ts["p_requested_kw"] / 1e3, where="post", label="requested", color="tab:red", lw=4, alpha=0.35)
     ax.step(t_h, ts["p_delivered_kw"] / 1e3, where="post", label="delivered (vs twin)", color="tab:green")
     ax.step(t_h, -ts["p_change_kw"] / 1e3, where="post", label="twin - plant", color="tab:gray", lw=0.8)
     ax.plot(t_h, ts["flex_down_kw"] / 1e3, ":", color="tab:blue", label="flexibility down")
     ax.set_ylabel("DR [MW]")
-    ax.legend(loc="upper left", fontsize=8)
-    ax = axes[2]
-    if ts["grid_converged"].any():
-        ax.plot(t_h, ts["vm_min_pu"], label="min voltage", color="tab:purple")
-        ax.plot(t_h, ts["vm_max_pu"], label="max voltage", color="tab:orange")
-        ax.plot(t_h, ts["vm_min_twin_pu"], "x", ms=3, color="tab:purple", label="min voltage without calls")
-    ax.set_ylabel("voltage [pu]")
-    ax.set_xlabel("time since scenario start [h]")
-    ax.legend(loc="lower left", fontsize=8)
+    if grid:
+        ax = axes[2]
+        for q, color, name in (("vm_min", "tab:purple", "lowest"), ("vm_max", "tab:orange", "highest")):
+            ax.plot(t_h, ts[f"{q}_pu"], color=color, lw=1.3, label=f"{name} bus voltage")
+            ax.plot(t_h, ts[f"{q}_twin_pu"], "--", color=color, lw=1.0, label=f"{name}, without calls")
+        ax.axhline(vlo, **_LIMIT, label=f"voltage band {vlo:g}-{vhi:g} pu")
+        ax.axhline(vhi, **_LIMIT)
+        _include(ax, vlo, vhi)
+        ax.set_ylabel("voltage [pu]")
+        ax = axes[3]
+        for q, color, name in (("trafo", "tab:brown", "transformer"), ("line", "tab:cyan", "line")):
+            ax.plot(t_h, ts[f"{q}_loading_max_percent"], color=color, lw=1.3, label=f"most loaded {name}")
+            ax.plot(t_h, ts[f"{q}_loading_max_twin_percent"], "--", color=color, lw=1.0,
+                    label=f"most loaded {name}, without calls")
+        ax.axhline(limit, **_LIMIT, label=f"loading limit {limit:g} %")
+        _include(ax, 0.0, limit)
+        ax.set_ylabel("loading [%]")
+    _shade_calls(axes, (results.summary or {}).get("calls") or [], axes[0])
     for a in axes:
         a.grid(alpha=0.3)
+        a.legend(loc="upper left", fontsize=7, ncol=3 if a is not axes[0] else 5, framealpha=0.8)
+    axes[-1].set_xlabel("time since scenario start [h]")
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _generic_coordinates(net) -> None:
+    """Give every bus of ``net`` a schematic position (in place): pandapower's igraph layout when igraph is
+    installed; otherwise a networkx layout of pandapower's own graph of the net, one component beside the other."""
+    from pandapower.plotting.generic_geodata import IGRAPH_INSTALLED
+
+    net.line["geo"] = None  # lines are drawn between their buses
+    if IGRAPH_INSTALLED:
+        import pandapower.plotting as pplot
+
+        pplot.create_generic_coordinates(net, library="igraph", overwrite=True)
+        return
+    # pandapower's networkx route needs Graphviz; lay the same graph out with networkx itself.
+    import networkx as nx
+    from pandapower.topology import create_nxgraph
+
+    graph = nx.Graph(create_nxgraph(net, respect_switches=False, include_out_of_service=True))
+    pos: dict = {}
+    x0 = 0.0
+    for nodes in sorted(nx.connected_components(graph), key=len, reverse=True):
+        sub = graph.subgraph(nodes)
+        if len(nodes) == 1:
+            part = {next(iter(nodes)): np.zeros(2)}
+        elif len(nodes) <= _KK_MAX_BUSES:
+            part = nx.kamada_kawai_layout(sub, weight=None)  # hop distance: a schematic, not a map
+        else:
+            part = nx.spring_layout(sub, seed=0)
+        xy = np.array(list(part.values()))
+        width = max(np.ptp(xy[:, 0]), 1e-9)
+        scale = np.sqrt(len(nodes) / len(graph))  # a component's size grows with its bus count
+        for b, p in part.items():
+            pos[b] = ((p[0] - xy[:, 0].min()) / width * scale + x0, p[1] * scale)
+        x0 += scale * 1.1
+    net.bus["geo"] = [json.dumps({"type": "Point", "coordinates": [float(pos[b][0]), float(pos[b][1])]})
+                      for b in net.bus.index]
+
+
+def _bus_xy(net) -> np.ndarray:
+    return np.array([json.loads(g)["coordinates"][:2] for g in net.bus.geo], dtype=float)
+
+
+def plot_network(results: Results, path: str | Path) -> Path:
+    """A map of the grid over the run, written as PNG to ``path``.
+
+    Buses are coloured by their worst voltage over the run (the lowest or the
+    highest, whichever lies further beyond, or closer to, its limit), lines
+    and transformers by their peak loading over the run, both with the VPP's
+    calls; the colour bars mark the voltage band and the loading limit. Buses
+    are placed by the net's geodata, or where it has none by a generic layout.
+    Needs ``results.net`` (set by :func:`vpp.run.run_scenario` when the run
+    had a power flow) and ``results.branches``.
+    """
+    plt = _pyplot()
+    import pandapower.plotting as pplot
+    from matplotlib import cm
+    from matplotlib.lines import Line2D
+
+    if results.net is None:
+        raise ValueError("plot_network needs results.net: the run had no power flow")
+    net = copy.deepcopy(results.net)  # coordinates are written into the net
+    geo = net.bus["geo"] if "geo" in net.bus else None
+    if geo is None or geo.isna().any():
+        _generic_coordinates(net)
+    line_geo = "geo" in net.line and bool(len(net.line)) and net.line["geo"].notna().all()
+    xy = _bus_xy(net)
+    span = float(max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1e-9))
+    pos = {b: i for i, b in enumerate(net.bus.index)}
+    ends = [xy[[pos[b] for b in net.line[s]]] for s in ("from_bus", "to_bus")] if len(net.line) else None
+    seg = np.hypot(*(ends[0] - ends[1]).T) if ends is not None else np.zeros(0)
+    seg = seg[seg > 0]
+    # Bus markers small beside the map and beside its typical line, so that lines stay visible.
+    size = min(span * 0.006, 0.2 * float(np.median(seg))) if seg.size else span * 0.006
+    (vlo, vhi), limit = _limits(results)
+
+    buses = results.buses.set_index("bus").reindex(net.bus.index)
+    vmin, vmax = buses["vm_min_pu"].to_numpy(), buses["vm_max_pu"].to_numpy()
+    worst = np.where(vlo - vmin >= vmax - vhi, vmin, vmax)
+    ok = np.isfinite(worst)
+    v_lo = min(vlo - 0.01, np.nanmin(worst) if ok.any() else vlo)
+    v_hi = max(vhi + 0.01, np.nanmax(worst) if ok.any() else vhi)
+    # Buses blue (low) - grey - brown (high), apart from the lines' green - red, so neither reads as the other.
+    v_cmap, v_norm = pplot.cmap_continuous([(v_lo, "#081d58"), (vlo, "#4393c3"), ((vlo + vhi) / 2, "#e7e7e7"),
+                                            (vhi, "#bf812d"), (v_hi, "#543005")])
+
+    br = results.branches if results.branches is not None else None
+    peaks = {}
+    for element in ("line", "trafo"):
+        rows = br[br["element"] == element] if br is not None else None
+        peaks[element] = (rows.set_index("index")["loading_max_percent"].reindex(net[element].index).to_numpy()
+                          if rows is not None else np.full(len(net[element]), np.nan))
+    all_peaks = np.concatenate([peaks["line"], peaks["trafo"]])
+    l_hi = max(1.25 * limit, np.nanmax(all_peaks) if np.isfinite(all_peaks).any() else 0.0)
+    l_cmap, l_norm = pplot.cmap_continuous([(0.0, "#66bd63"), (0.5 * limit, "#d9ef8b"), (0.8 * limit, "#fdae61"),
+                                            (limit, "#d73027"), (l_hi, "#3f0011")])
+
+    collections = []
+    line_kw = dict(use_bus_geodata=not line_geo, plot_colormap=False)
+    on = np.isfinite(peaks["line"])
+    if (~on).any():
+        collections.append(pplot.create_line_collection(net, lines=net.line.index[~on], color="0.75", linewidths=0.8,
+                                                        linestyles="dashed", **line_kw))
+    if on.any():
+        collections.append(pplot.create_line_collection(net, lines=net.line.index[on], z=peaks["line"][on],
+                                                        cmap=l_cmap, norm=l_norm, linewidths=2.0, **line_kw))
+    t_on = np.isfinite(peaks["trafo"])
+    t_xy = {s: xy[[pos[b] for b in net.trafo[f"{s}_bus"]]] for s in ("hv", "lv")}
+    t_mid = (t_xy["hv"] + t_xy["lv"]) / 2
+    # pandapower draws a transformer as two circles between its buses; where both buses share one
+    # position (geodata often does) a coloured ring at that position stands for it instead.
+    apart = np.hypot(*(t_xy["hv"] - t_xy["lv"]).T) > 2 * size
+    drawn = t_on & apart
+    if drawn.any():
+        idx = net.trafo.index[drawn]
+        collections.extend(pplot.create_trafo_collection(net, trafos=idx, z=pd.Series(peaks["trafo"][drawn], index=idx),
+                                                         cmap=l_cmap, norm=l_norm, size=size * 1.6,
+                                                         plot_colormap=False, linewidths=1.5))
+    if (~ok).any():
+        collections.append(pplot.create_bus_collection(net, buses=net.bus.index[~ok], size=size, color="0.6",
+                                                       zorder=3))
+    if ok.any():
+        collections.append(pplot.create_bus_collection(net, buses=net.bus.index[ok], size=size, z=worst[ok],
+                                                       cmap=v_cmap, norm=v_norm, plot_colormap=False, zorder=4,
+                                                       edgecolor="0.25", linewidth=0.4))
+    if len(net.ext_grid):
+        collections.append(pplot.create_ext_grid_collection(net, size=size * 2.2, orientation=0, color="k",
+                                                            zorder=5))
+
+    fig, ax = plt.subplots(figsize=(11, 7.5), constrained_layout=True)
+    pplot.draw_collections(collections, ax=ax, plot_colorbars=False)
+    rings = t_on & ~apart
+    if rings.any():
+        ax.scatter(t_mid[rings, 0], t_mid[rings, 1], s=160, facecolors="none", linewidths=2.5, zorder=6,
+                   edgecolors=l_cmap(l_norm(peaks["trafo"][rings])))
+    for cmap, norm, label, marks in ((v_cmap, v_norm, "worst bus voltage over the run [pu]", (vlo, vhi)),
+                                     (l_cmap, l_norm, "peak loading over the run [%]", (limit,))):
+        cb = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, shrink=0.6, pad=0.01, label=label)
+        for m in marks:
+            cb.ax.axhline(m, color="k", lw=1.2)
+        cb.set_ticks(sorted({*cb.get_ticks(), *marks}))
+        cb.ax.set_ylim(norm.vmin, norm.vmax)
+
+    # Name the worst bus and the most loaded line and transformer on the map.
+    notes = []
+    if ok.any():
+        k = int(np.nanargmax(np.fmax(vlo - worst, worst - vhi)))
+        b = net.bus.index[k]
+        notes.append((xy[k], f"bus {net.bus.name.get(b) or b}: {worst[k]:.3f} pu"))
+    for element, a, z in (("line", "from_bus", "to_bus"), ("trafo", "hv_bus", "lv_bus")):
+        p = peaks[element]
+        if np.isfinite(p).any():
+            k = int(np.nanargmax(p))
+            row = net[element].iloc[k]
+            mid = (xy[pos[row[a]]] + xy[pos[row[z]]]) / 2
+            name = row.get("name") or net[element].index[k]
+            notes.append((mid, f"{element} {name}: {p[k]:.1f} %"))
+    for (x, y), text in notes:
+        ax.annotate(text, (x, y), xytext=(12, 12), textcoords="offset points", fontsize=8,
+                    bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.5", alpha=0.85),
+                    arrowprops=dict(arrowstyle="-", color="0.3", lw=0.8), zorder=10)
+    g = results.summary.get("grid") or {}
+    p, tw = g.get("plant") or {}, g.get("twin")
+    sub = ""
+    if p.get("n_ticks_solved"):
+        pv, po = p["voltage_violation"], p["overload"]
+        sub = (f"\nwith the calls: {pv['n_ticks']} ticks outside {vlo:g}-{vhi:g} pu, {po['n_ticks']} above "
+               f"{limit:g} % loading")
+        if tw and tw.get("n_ticks_solved"):
+            sub += (f"; without: {tw['voltage_violation']['n_ticks']} and {tw['overload']['n_ticks']}")
+    ax.set_title(f"{results.scenario_name}: worst bus voltage and peak branch loading over the run{sub}",
+                 fontsize=10)
+    handles = [Line2D([], [], color="0.75", ls="--", label="out of service / never solved")] if (~on).any() else []
+    if len(net.ext_grid):
+        handles.append(Line2D([], [], color="k", marker="s", ls="", label="external grid"))
+    if t_on.any():
+        handles.append(Line2D([], [], color="0.3", marker="o", mfc="none", ls="", label="transformer"))
+    if handles:
+        ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.8)
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)

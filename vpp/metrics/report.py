@@ -175,7 +175,8 @@ def write_results(results: Results, out_dir: str | Path, plot: bool = False) -> 
     The files are staged in a temporary directory beside ``out_dir`` and moved
     into place together; ``manifest.json`` lists them. ``out_dir`` is checked
     with :func:`check_out_dir` first (:class:`OutputDirError` if refused).
-    ``plot`` also writes ``dispatch.png``.
+    ``plot`` also writes ``dispatch.png`` and, when the run had a power flow,
+    ``network.png`` (:mod:`vpp.metrics.plots`).
     """
     out = check_out_dir(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +189,7 @@ def write_results(results: Results, out_dir: str | Path, plot: bool = False) -> 
             "buses.parquet": results.buses,
             "bus_timeseries.parquet": results.bus_timeseries,
             "devices.parquet": results.devices,
+            "branches.parquet": results.branches,
         }
         for name, df in tables.items():
             if df is not None:
@@ -198,10 +200,13 @@ def write_results(results: Results, out_dir: str | Path, plot: bool = False) -> 
         _write_json(tmp / "meta.json", results.meta)
         names += ["summary.json", "meta.json"]
         if plot:
-            from vpp.metrics.plots import plot_dispatch
+            from vpp.metrics.plots import plot_dispatch, plot_network
 
             plot_dispatch(results, tmp / "dispatch.png")
             names.append("dispatch.png")
+            if results.net is not None:
+                plot_network(results, tmp / "network.png")
+                names.append("network.png")
         # The manifest is written last: a directory with a manifest holds every file it lists.
         _write_json(tmp / MANIFEST, {"written_by": _WRITTEN_BY, "scenario": results.scenario_name,
                                      **results.status(), "files": names})
@@ -221,6 +226,22 @@ def _fmt(x, spec: str) -> str:
 
 def _pair(a, b, spec: str, unit: str) -> str:
     return f"{_fmt(a, spec)} {unit} (no call {_fmt(b, spec)} {unit})"
+
+
+def _vs(a, b, spec: str) -> str:
+    return f"{_fmt(a, spec)} vs {_fmt(b, spec)}"
+
+
+def _grid_vs_twin(p: dict, tw: dict) -> str:
+    """One line: the grid with the calls (the plant) against without them (the twin)."""
+    pv, tv, po, to = p["voltage_violation"], tw["voltage_violation"], p["overload"], tw["overload"]
+    return (
+        f"  grid with calls vs without: violation ticks voltage {_vs(pv['n_ticks'], tv['n_ticks'], 'd')}, "
+        f"loading {_vs(po['n_ticks'], to['n_ticks'], 'd')}; worst vm {_vs(pv['worst_vm_pu'], tv['worst_vm_pu'], '.4f')} pu; "
+        f"peak trafo {_vs(p['trafo_loading_max_percent'], tw['trafo_loading_max_percent'], '.1f')} %, "
+        f"line {_vs(p['line_loading_max_percent'], tw['line_loading_max_percent'], '.1f')} %; "
+        f"losses {_vs(p['e_loss_kwh'], tw['e_loss_kwh'], ',.0f')} kWh"
+    )
 
 
 def summary_table(results: Results) -> str:
@@ -278,6 +299,8 @@ def summary_table(results: Results) -> str:
         )
         if solver.get("note"):
             lines.append(f"  solver: {solver['note']}")
+        if g.get("plant") and g.get("twin") and s["calls"]:
+            lines.append(_grid_vs_twin(g["plant"], g["twin"]))
         for c in s["calls"]:
             for label, key in (("during", "grid_during"), ("rebound", "grid_rebound")):
                 d = c.get(key)
