@@ -237,7 +237,8 @@ def _grid_vs_twin(p: dict, tw: dict) -> str:
     pv, tv, po, to = p["voltage_violation"], tw["voltage_violation"], p["overload"], tw["overload"]
     return (
         f"  grid with calls vs without: violation ticks voltage {_vs(pv['n_ticks'], tv['n_ticks'], 'd')}, "
-        f"loading {_vs(po['n_ticks'], to['n_ticks'], 'd')}; worst vm {_vs(pv['worst_vm_pu'], tv['worst_vm_pu'], '.4f')} pu; "
+        f"loading {_vs(po['n_ticks'], to['n_ticks'], 'd')}; "
+        f"worst vm {_vs(pv['worst_vm_pu'], tv['worst_vm_pu'], '.4f')} pu; "
         f"peak trafo {_vs(p['trafo_loading_max_percent'], tw['trafo_loading_max_percent'], '.1f')} %, "
         f"line {_vs(p['line_loading_max_percent'], tw['line_loading_max_percent'], '.1f')} %; "
         f"losses {_vs(p['e_loss_kwh'], tw['e_loss_kwh'], ',.0f')} kWh"
