@@ -165,7 +165,7 @@ def test_run_kpis_match_an_independent_recomputation(small_dict, monkeypatch):
     assert f"trafo loading max {p['trafo_loading_max_percent']:.1f} %" in table
 
 
-def test_plots_and_branch_table_written(small_dict, tmp_path):
+def test_plots_and_branch_table_written(small_dict, tmp_path, monkeypatch):
     small_dict["time"]["duration_s"] = 7200  # 24 ticks; the call runs 3600-7200
     res = run_scenario(parse_scenario(small_dict))
     paths = write_results(res, tmp_path / "out", plot=True)
@@ -179,14 +179,32 @@ def test_plots_and_branch_table_written(small_dict, tmp_path):
                                       "loading_max_twin_percent"]
     assert len(branches) == len(res.net.line) + len(res.net.trafo)
 
-    # A net without geodata gets generic coordinates; results.net itself is left as it was.
-    from vpp.metrics.plots import plot_network
+    # A net without geodata gets generic coordinates (Kamada-Kawai on mv_oberrhein's 179 buses, and the radial
+    # tree used on larger nets); results.net itself is left as it was.
+    from vpp.metrics import plots
 
     res.net.bus = res.net.bus.drop(columns="geo")
     res.net.line = res.net.line.drop(columns="geo")
-    plot_network(res, tmp_path / "generic.png")
-    assert (tmp_path / "generic.png").stat().st_size > 10_000
+    plots.plot_network(res, tmp_path / "generic.png")
+    monkeypatch.setattr(plots, "_KK_MAX_BUSES", 10)
+    plots.plot_network(res, tmp_path / "radial.png")
+    for name in ("generic.png", "radial.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
     assert "geo" not in res.net.bus
+
+
+def test_radial_tree_layout():
+    import networkx as nx
+
+    from vpp.metrics.plots import _radial_tree
+
+    # A root with a two-leaf branch and a one-leaf branch, and a chord closing a loop.
+    graph = nx.Graph([(0, 1), (0, 2), (1, 3), (1, 4), (2, 5), (4, 5)])
+    pos = _radial_tree(graph, 0)
+    assert set(pos) == set(graph)
+    np.testing.assert_allclose(pos[0], [0.0, 0.0])
+    radius = {n: float(np.hypot(*p)) for n, p in pos.items()}
+    assert radius == pytest.approx({0: 0.0, 1: 1.0, 2: 1.0, 3: 2.0, 4: 2.0, 5: 2.0})
 
 
 def test_without_power_flow_no_network_map(small_dict, tmp_path):

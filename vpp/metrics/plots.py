@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from vpp.metrics.results import Results
 from vpp.units import S_PER_H
@@ -22,7 +21,7 @@ __all__ = ["plot_dispatch", "plot_network"]
 
 _REDUCE, _INCREASE = "tab:red", "tab:blue"  # shading of a call's span, by direction
 _LIMIT = dict(color="crimson", ls=(0, (4, 2)), lw=1.0)  # every limit line
-_KK_MAX_BUSES = 600  # generic layout: Kamada-Kawai up to this size (O(n^2)); a seeded spring layout above
+_KK_MAX_BUSES = 250  # generic layout: Kamada-Kawai up to this size (O(n^2), ~2 s here); a radial tree above
 
 
 def _pyplot():
@@ -40,23 +39,31 @@ def _limits(results: Results) -> tuple[tuple[float, float], float]:
     return (float(lo), float(hi)), float(g.get("loading_limit_percent") or 100.0)
 
 
-def _shade_calls(axes, calls, label_ax) -> None:
-    """A shaded span per DR call on every panel; call ids over ``label_ax`` when there are few."""
+def _shade_calls(axes, calls, label_ax, t_end_s: float) -> None:
+    """Shade the time in which DR calls were on, per direction, on every panel, clipped to the run.
+
+    Overlapping calls (the grid operator raises and reinforces many) make one
+    span, labelled with the call's id or the number of calls in it.
+    """
     from matplotlib.transforms import blended_transform_factory
 
-    shown = set()
-    for c in calls:
-        color = _REDUCE if c["direction"] == "reduce" else _INCREASE
-        a, b = c["start_s"] / S_PER_H, c["end_s"] / S_PER_H
-        for ax in axes:
-            kw = {}
-            if ax is label_ax and c["direction"] not in shown:
-                kw["label"] = f"DR call ({c['direction']})"
-                shown.add(c["direction"])
-            ax.axvspan(a, b, color=color, alpha=0.1, lw=0, **kw)
-        if len(calls) <= 8:
-            tr = blended_transform_factory(label_ax.transData, label_ax.transAxes)
-            label_ax.text((a + b) / 2, 1.01, c["id"], transform=tr, ha="center", va="bottom", fontsize=7,
+    tr = blended_transform_factory(label_ax.transData, label_ax.transAxes)
+    for direction, color in (("reduce", _REDUCE), ("increase", _INCREASE)):
+        spans = sorted((c["start_s"], min(c["end_s"], t_end_s), c["id"]) for c in calls
+                       if c["direction"] == direction and c["start_s"] < t_end_s)
+        merged: list[list] = []
+        for a, b, cid in spans:
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+                merged[-1][2].append(cid)
+            else:
+                merged.append([a, b, [cid]])
+        for k, (a, b, ids) in enumerate(merged):
+            for ax in axes:
+                label = f"DR call ({direction})" if ax is label_ax and k == 0 else None
+                ax.axvspan(a / S_PER_H, b / S_PER_H, color=color, alpha=0.1, lw=0, label=label)
+            text = ids[0] if len(ids) == 1 else f"{len(ids)} calls"
+            label_ax.text((a + b) / 2 / S_PER_H, 1.01, text, transform=tr, ha="center", va="bottom", fontsize=7,
                           color=color, clip_on=False)
 
 
@@ -114,7 +121,9 @@ def plot_dispatch(results: Results, path: str | Path) -> Path:
         ax.axhline(limit, **_LIMIT, label=f"loading limit {limit:g} %")
         _include(ax, 0.0, limit)
         ax.set_ylabel("loading [%]")
-    _shade_calls(axes, (results.summary or {}).get("calls") or [], axes[0])
+    dt_s = float((results.summary or {}).get("dt_s") or 0.0)
+    t_end_s = float(ts["t_s"].iloc[-1]) + dt_s if len(ts) else 0.0
+    _shade_calls(axes, (results.summary or {}).get("calls") or [], axes[0], t_end_s)
     for a in axes:
         a.grid(alpha=0.3)
         a.legend(loc="upper left", fontsize=7, ncol=3 if a is not axes[0] else 5, framealpha=0.8)
@@ -125,9 +134,31 @@ def plot_dispatch(results: Results, path: str | Path) -> Path:
     return path
 
 
+def _radial_tree(graph, root) -> dict:
+    """Positions of a connected graph's nodes: a breadth-first tree from ``root``, depth as the radius, each
+    subtree given an angle in proportion to its leaves (edges off the tree are drawn as chords)."""
+    import networkx as nx
+
+    tree = nx.bfs_tree(graph, root)
+    leaves = {}
+    for node in nx.dfs_postorder_nodes(tree, root):
+        leaves[node] = sum(leaves[c] for c in tree.successors(node)) or 1
+    pos, stack = {}, [(root, 0, 0.0, 2 * np.pi)]
+    while stack:
+        node, depth, a, b = stack.pop()
+        mid = (a + b) / 2
+        pos[node] = np.array([depth * np.cos(mid), depth * np.sin(mid)])
+        for child in tree.successors(node):
+            w = (b - a) * leaves[child] / leaves[node]
+            stack.append((child, depth + 1, a, a + w))
+            a += w
+    return pos
+
+
 def _generic_coordinates(net) -> None:
     """Give every bus of ``net`` a schematic position (in place): pandapower's igraph layout when igraph is
-    installed; otherwise a networkx layout of pandapower's own graph of the net, one component beside the other."""
+    installed; otherwise a networkx layout of pandapower's own graph of the net (Kamada-Kawai, or a radial
+    tree from the external grid on larger nets), one component beside the other."""
     from pandapower.plotting.generic_geodata import IGRAPH_INSTALLED
 
     net.line["geo"] = None  # lines are drawn between their buses
@@ -141,6 +172,7 @@ def _generic_coordinates(net) -> None:
     from pandapower.topology import create_nxgraph
 
     graph = nx.Graph(create_nxgraph(net, respect_switches=False, include_out_of_service=True))
+    slack = set(net.ext_grid.bus[net.ext_grid.in_service]) if len(net.ext_grid) else set()
     pos: dict = {}
     x0 = 0.0
     for nodes in sorted(nx.connected_components(graph), key=len, reverse=True):
@@ -150,13 +182,13 @@ def _generic_coordinates(net) -> None:
         elif len(nodes) <= _KK_MAX_BUSES:
             part = nx.kamada_kawai_layout(sub, weight=None)  # hop distance: a schematic, not a map
         else:
-            part = nx.spring_layout(sub, seed=0)
+            part = _radial_tree(sub, min(nodes & slack) if nodes & slack else min(nodes))
         xy = np.array(list(part.values()))
-        width = max(np.ptp(xy[:, 0]), 1e-9)
-        scale = np.sqrt(len(nodes) / len(graph))  # a component's size grows with its bus count
+        extent = max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1e-9)
+        scale = np.sqrt(len(nodes) / len(graph)) / extent  # a component's size grows with its bus count
         for b, p in part.items():
-            pos[b] = ((p[0] - xy[:, 0].min()) / width * scale + x0, p[1] * scale)
-        x0 += scale * 1.1
+            pos[b] = ((p[0] - xy[:, 0].min()) * scale + x0, (p[1] - xy[:, 1].mean()) * scale)
+        x0 += (np.ptp(xy[:, 0]) + 0.1 * extent) * scale
     net.bus["geo"] = [json.dumps({"type": "Point", "coordinates": [float(pos[b][0]), float(pos[b][1])]})
                       for b in net.bus.index]
 
@@ -236,10 +268,10 @@ def plot_network(results: Results, path: str | Path) -> Path:
     apart = np.hypot(*(t_xy["hv"] - t_xy["lv"]).T) > 2 * size
     drawn = t_on & apart
     if drawn.any():
-        idx = net.trafo.index[drawn]
-        collections.extend(pplot.create_trafo_collection(net, trafos=idx, z=pd.Series(peaks["trafo"][drawn], index=idx),
-                                                         cmap=l_cmap, norm=l_norm, size=size * 1.6,
-                                                         plot_colormap=False, linewidths=1.5))
+        colors = [tuple(c) for c in l_cmap(l_norm(peaks["trafo"][drawn]))]
+        # Rings (edge colours), not pandapower's filled colormapped circles, which hide a dense net.
+        collections.extend(pplot.create_trafo_collection(net, trafos=net.trafo.index[drawn], size=size * 1.2,
+                                                         color=colors, linewidths=1.5))
     if (~ok).any():
         collections.append(pplot.create_bus_collection(net, buses=net.bus.index[~ok], size=size, color="0.6",
                                                        zorder=3))
@@ -279,8 +311,9 @@ def plot_network(results: Results, path: str | Path) -> Path:
             mid = (xy[pos[row[a]]] + xy[pos[row[z]]]) / 2
             name = row.get("name") or net[element].index[k]
             notes.append((mid, f"{element} {name}: {p[k]:.1f} %"))
-    for (x, y), text in notes:
-        ax.annotate(text, (x, y), xytext=(12, 12), textcoords="offset points", fontsize=8,
+    for ((x, y), text), (dx, dy) in zip(notes, ((14, -26), (14, 14), (-14, 30))):
+        ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8,
+                    ha="left" if dx > 0 else "right",
                     bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.5", alpha=0.85),
                     arrowprops=dict(arrowstyle="-", color="0.3", lw=0.8), zorder=10)
     g = results.summary.get("grid") or {}
