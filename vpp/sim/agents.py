@@ -122,11 +122,7 @@ class GridOperatorAgent:
                 call = replace(last, p_kw=p_kw, end_s=max(last.end_s, t_s + pol.duration_s),
                                modification=last.modification + 1)
                 action = "released"
-            self.raised[key] = call
-            self.log.append({"t_s": t_s, "element": key, "value": value, "limit": limit, "forecast": False,
-                             "action": action, "call": call.call_id, "p_kw": call.p_kw})
-            self.to_platform.send(CallNotice(t_s, call))
-            out.append(call)
+            out.append(self._announce(t_s, key, call, action, value, limit, False))
         for c in congested:
             need_kw = c.need_mw * 1000.0 * (1.0 + pol.margin)
             if not c.bus_pos or not need_kw >= pol.min_kw:
@@ -155,13 +151,17 @@ class GridOperatorAgent:
                     bus_idx=tuple(int(b) for b in c.bus_pos), origin=f"grid_operator:{c.key}",
                 )
                 action = "raised"
-            self.raised[c.key] = call
-            self.log.append({"t_s": t_s, "element": c.key, "value": c.value, "limit": c.limit,
-                             "forecast": bool(getattr(c, "forecast", False)), "action": action,
-                             "call": call.call_id, "p_kw": call.p_kw})
-            self.to_platform.send(CallNotice(t_s, call))
-            out.append(call)
+            out.append(self._announce(t_s, c.key, call, action, c.value, c.limit, bool(getattr(c, "forecast", False))))
         return out
+
+    def _announce(self, t_s: float, key: str, call: DRCall, action: str, value: float, limit: float,
+                  forecast: bool) -> DRCall:
+        """Keep ``call`` as the element's latest, log what was done, and send it to the platform."""
+        self.raised[key] = call
+        self.log.append({"t_s": t_s, "element": key, "value": value, "limit": limit, "forecast": forecast,
+                         "action": action, "call": call.call_id, "p_kw": call.p_kw})
+        self.to_platform.send(CallNotice(t_s, call))
+        return call
 
     def collect(self) -> dict[str, CallResponse]:
         """Responses received so far, by call id."""
