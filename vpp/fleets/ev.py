@@ -112,6 +112,25 @@ def _mixture(rng: np.random.Generator, mix, shape) -> np.ndarray:
     return lo + (hi - lo) * rng.random(size=shape)
 
 
+def _charged_before_start(arrival_s, departure_s, cap_kwh, e_arrival_kwh, e_need_kwh, p_accept_kw, p_rated_kw,
+                          params: ChargerParameters) -> SessionTable:
+    """The session table, with vehicles plugged in before ``t = 0`` already charged uncontrolled since arrival.
+
+    They have drawn the tapered full power from their arrival to ``t = 0``, at
+    most what they asked for; that energy moves from ``e_need_kwh`` into
+    ``e_arrival_kwh``.
+    """
+    ongoing = (arrival_s < 0.0) & (departure_s > 0.0)
+    before_h = np.where(ongoing, -arrival_s / S_PER_H, 0.0)
+    e_pre_kwh = np.minimum(
+        e_need_kwh,
+        taper_energy_kwh(e_arrival_kwh, cap_kwh, np.asarray(p_rated_kw, dtype=float)[:, None], p_accept_kw,
+                         params.eta, before_h, params.taper_soc, params.taper_frac),
+    )
+    return SessionTable(arrival_s, departure_s, cap_kwh, e_arrival_kwh + e_pre_kwh, e_need_kwh - e_pre_kwh,
+                        p_accept_kw)
+
+
 def draw_sessions(
     rng: np.random.Generator,
     params: ChargerParameters,
@@ -172,17 +191,8 @@ def draw_sessions(
 
     e_arrival_kwh = soc_arrival * cap_kwh
     e_need_kwh = np.clip(e_need_kwh, 0.0, np.maximum(params.soc_max * cap_kwh - e_arrival_kwh, 0.0))
-    # Vehicles plugged in before t = 0 have charged uncontrolled (at the tapered full power) since arrival.
-    ongoing = (arrival_s < 0.0) & (departure_s > 0.0)
-    before_h = np.where(ongoing, -arrival_s / S_PER_H, 0.0)
-    e_pre_kwh = np.minimum(
-        e_need_kwh,
-        taper_energy_kwh(e_arrival_kwh, cap_kwh, p_rated_kw[:, None], p_accept_kw, params.eta, before_h,
-                         params.taper_soc, params.taper_frac),
-    )
-    e_arrival_kwh = e_arrival_kwh + e_pre_kwh
-    e_need_kwh = e_need_kwh - e_pre_kwh
-    return SessionTable(arrival_s, departure_s, cap_kwh, e_arrival_kwh, e_need_kwh, p_accept_kw)
+    return _charged_before_start(arrival_s, departure_s, cap_kwh, e_arrival_kwh, e_need_kwh, p_accept_kw,
+                                 p_rated_kw, params)
 
 
 @dataclass(frozen=True)
@@ -265,15 +275,7 @@ def replay_sessions(
     arrival_s, departure_s = table(records.arrival_s, np.inf), table(records.departure_s, np.inf)
     cap_t, e_arr_t, need_t = table(cap_kwh, 1.0), table(e_arrival_kwh, 0.0), table(e_need_kwh, 0.0)
     accept_t = table(p_accept_kw, 0.0)
-    # Vehicles plugged in before t = 0 have charged uncontrolled (at the tapered full power) since arrival.
-    ongoing = (arrival_s < 0.0) & (departure_s > 0.0)
-    before_h = np.where(ongoing, -arrival_s / S_PER_H, 0.0)
-    e_pre_kwh = np.minimum(
-        need_t,
-        taper_energy_kwh(e_arr_t, cap_t, p_rated_kw[:, None], accept_t, params.eta, before_h,
-                         params.taper_soc, params.taper_frac),
-    )
-    return SessionTable(arrival_s, departure_s, cap_t, e_arr_t + e_pre_kwh, need_t - e_pre_kwh, accept_t), notes
+    return _charged_before_start(arrival_s, departure_s, cap_t, e_arr_t, need_t, accept_t, p_rated_kw, params), notes
 
 
 @dataclass(slots=True)
