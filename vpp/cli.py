@@ -256,6 +256,28 @@ def list_names(
         typer.echo(f"{name:<34} {desc}")
 
 
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="sizes up to 10^5 and fewer repeats (under a minute)")] = False,
+    out: Annotated[Path, typer.Option("--out", help="JSON file to write (bench.png goes next to it)")] = Path(
+        "bench.json"),
+    max_n: Annotated[Optional[int], typer.Option("--max-n", min=1, help="largest number of devices")] = None,
+) -> None:
+    """Measure aggregation latency, throughput and a per-device SimPy baseline on this machine."""
+    from vpp.bench import format_table, run_bench, write_json, write_plot
+
+    if out.suffix.lower() != ".json":
+        _fail(f"--out must be a .json file, got {out}", EXIT_BAD_INPUT)
+    if not out.parent.is_dir():
+        _fail(f"--out: directory {out.parent} does not exist", EXIT_BAD_INPUT)
+    res = run_bench(quick=quick, max_n=max_n, progress=lambda line: typer.echo(line, err=True))
+    typer.echo(format_table(res))
+    write_json(res, out)
+    plot = out.with_name("bench.png")
+    write_plot(res, plot)
+    typer.echo(f"\nwritten to {out} and {plot}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
