@@ -4,13 +4,27 @@ Every function works on scalars and on 1-D arrays of any length (including 0)
 and never mutates its inputs. Powers [kW] follow the load convention of
 :mod:`vpp.units` (charging positive, discharging negative); energies [kWh];
 durations ``dt_h`` [h].
+
+Some kernels also have a compiled twin in :mod:`vpp.fleets.kernels_numba`
+(optional dependency: ``pip install vpp[fast]``). :data:`NUMBA_AVAILABLE` says
+whether fleets use them; it is decided once, at import, without importing numba
+(that module is imported, and its functions compiled, on first use).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import numpy as np
 
+NUMBA_AVAILABLE: bool = (
+    os.environ.get("VPP_NO_NUMBA", "") in ("", "0") and importlib.util.find_spec("numba") is not None
+)
+"""numba is installed and ``VPP_NO_NUMBA`` is unset (or ``0``): fleets may use the compiled kernels."""
+
 __all__ = [
+    "NUMBA_AVAILABLE",
     "battery_power_bounds",
     "battery_energy_step",
     "battery_loss_kwh",
