@@ -173,10 +173,10 @@ class Fleet(ABC):
         overwritten by the next call on the same workspace.
         """
         ws = self._ws if work is None else work
-        self._envelope(state, float(t_s), float(dt_s), ws)
-        # Guard against float noise so that p_min <= p_default <= p_max holds exactly.
-        np.maximum(ws.p_max_kw, ws.p_min_kw, out=ws.p_max_kw)
-        np.clip(ws.p_default_kw, ws.p_min_kw, ws.p_max_kw, out=ws.p_default_kw)
+        if not self._envelope(state, float(t_s), float(dt_s), ws):
+            # Guard against float noise so that p_min <= p_default <= p_max holds exactly.
+            np.maximum(ws.p_max_kw, ws.p_min_kw, out=ws.p_max_kw)
+            np.clip(ws.p_default_kw, ws.p_min_kw, ws.p_max_kw, out=ws.p_default_kw)
         ws.key = (id(state), float(t_s), float(dt_s))
         return Envelope(ws.p_min_kw, ws.p_max_kw, ws.p_default_kw, ws)
 
@@ -215,8 +215,13 @@ class Fleet(ABC):
         """Apply bulk events (arrivals, departures, profile values) up to ``t_s``."""
 
     @abstractmethod
-    def _envelope(self, state: FleetState, t_s: float, dt_s: float, ws: Workspace) -> None:
-        """Write bounds and default power for the tick into ``ws`` (reading, never writing, ``state``)."""
+    def _envelope(self, state: FleetState, t_s: float, dt_s: float, ws: Workspace) -> bool | None:
+        """Write bounds and default power for the tick into ``ws`` (reading, never writing, ``state``).
+
+        Return ``True`` only if ``p_min <= p_default <= p_max`` already holds
+        exactly (a compiled kernel that applied the guard itself); otherwise
+        :meth:`flexibility` applies it.
+        """
 
     @abstractmethod
     def _integrate(self, state: FleetState, p_kw: np.ndarray, t_s: float, dt_h: float, ws: Workspace) -> None:

@@ -77,9 +77,6 @@ __all__ = [
 
 _E_TOL_KWH = 1e-6  # a session counts as unmet above this remaining energy [kWh]
 
-# Below this many chargers the numpy envelope is used even with numba (benchmarks/bench_numba.py).
-NUMBA_MIN_DEVICES = 0
-
 
 @dataclass(frozen=True)
 class SessionTable:
@@ -346,7 +343,7 @@ class EVFleet(Fleet):
         self.k_max = sessions.arrival_s.shape[1]
         # Sessions over before t = 0 are skipped.
         self._k0 = frozen((sessions.departure_s <= 0.0).sum(axis=1), n, np.int64)
-        self.use_numba = NUMBA_AVAILABLE  # compiled envelope (from NUMBA_MIN_DEVICES devices); False: numpy only
+        self.use_numba = NUMBA_AVAILABLE  # compiled envelope (vpp.fleets.kernels_numba); False: numpy only
 
     def initial_state(self) -> EVState:
         n = self.n
@@ -382,20 +379,25 @@ class EVFleet(Fleet):
         s.e_target_kwh[idx] = np.minimum(tab.e_arrival_kwh[idx, k] + tab.e_need_kwh[idx, k], tab.cap_kwh[idx, k])
         s.n_arrived += int(idx.size)
 
-    def _envelope(self, s: EVState, t_s: float, dt_s: float, ws: Workspace) -> None:
-        if self.use_numba and self.n >= NUMBA_MIN_DEVICES:
-            self._envelope_numba(s, t_s, dt_s, ws)
-        else:
-            self._envelope_numpy(s, t_s, dt_s, ws)
+    def _envelope(self, s: EVState, t_s: float, dt_s: float, ws: Workspace) -> bool:
+        # numba pays from one charger up (benchmarks/bench_numba.py), so there is no size threshold.
+        if self.use_numba:
+            return self._envelope_numba(s, t_s, dt_s, ws)
+        self._envelope_numpy(s, t_s, dt_s, ws)
+        return False
 
-    def _envelope_numba(self, s: EVState, t_s: float, dt_s: float, ws: Workspace) -> None:
-        """The envelope in one compiled pass over devices (same numbers as :meth:`_envelope_numpy`)."""
+    def _envelope_numba(self, s: EVState, t_s: float, dt_s: float, ws: Workspace) -> bool:
+        """The envelope in one compiled pass over devices (same numbers as :meth:`_envelope_numpy`).
+
+        The kernel applies the ordering guard of :meth:`Fleet.flexibility` itself: returns ``True``.
+        """
         from vpp.fleets.kernels_numba import ev_envelope  # imports numba; compiled (or loaded) on first call
 
         ev_envelope(s.plugged, s.t_arrival_s, s.t_departure_s, s.e_kwh, s.e_target_kwh, s.cap_kwh,
                     s.p_accept_kw, self.p_rated_kw, self.v2g, self._knot_soc, self._knot_frac, self._frac_flat,
                     self._soc_flat, self.eta, self.soc_v2g_min, t_s, dt_s, ws.p_min_kw, ws.p_max_kw,
                     ws.p_default_kw)
+        return True
 
     def _envelope_numpy(self, s: EVState, t_s: float, dt_s: float, ws: Workspace) -> None:
         """The envelope as whole-array numpy passes: the reference, and the path without numba."""

@@ -129,7 +129,14 @@ def ev_envelope(plugged, t_arrival_s, t_departure_s, e_kwh, e_target_kwh, cap_kw
     inv_dt_s = 1.0 / dt_s
     inv_eta_dt_h = 1.0 / (eta * dt_h)
     for i in range(plugged.shape[0]):
-        on = 1.0 if plugged[i] else 0.0
+        if not plugged[i]:
+            # What the arithmetic below gives for an empty charger (its stale session values are finite),
+            # signed zero included; most chargers are empty at any time, so this skip pays.
+            p_min_kw[i] = -0.0
+            p_max_kw[i] = 0.0
+            p_default_kw[i] = 0.0
+            continue
+        on = 1.0
         is_v2g = 1.0 if v2g[i] else 0.0
         e, e_tgt, cap, p_acc, p_rated = e_kwh[i], e_target_kwh[i], cap_kwh[i], p_accept_kw[i], p_rated_kw[i]
         # Fraction of the tick the vehicle is present [-].
