@@ -116,13 +116,22 @@ def _quiet_pandapower():
     # Some builders (mv_oberrhein) run a power flow inside and pandapower logs a
     # numba warning for it; converters log every default they fill in. We pass
     # numba explicitly in our own runs and check the net ourselves.
+    # pandapower's numba kernels are compiled with cache=False, i.e. anew in every
+    # process (~5 s here, more than all the power flows of a day at 5-min ticks);
+    # with numba installed (vpp's own optional kernels) a builder's internal runpp
+    # would pay that on every run, so builders run with pandapower's numba off.
+    import pandapower.auxiliary as aux
+
     log = logging.getLogger("pandapower")
     level = log.level
+    numba_installed = aux.NUMBA_INSTALLED
     log.setLevel(logging.ERROR)
+    aux.NUMBA_INSTALLED = False
     try:
         yield
     finally:
         log.setLevel(level)
+        aux.NUMBA_INSTALLED = numba_installed
 
 
 def simbench_available() -> bool:

@@ -38,7 +38,6 @@ earlier tick's values.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import logging
 from dataclasses import dataclass
 
@@ -46,7 +45,9 @@ import numpy as np
 
 __all__ = ["GridState", "SOLVERS", "get_solver", "build_solver", "PandapowerSolver", "LightSimSolver"]
 
-_NUMBA = importlib.util.find_spec("numba") is not None
+# pandapower's numba kernels are compiled anew in every process (cache=False): ~5 s here, which a
+# run of a few hundred small-net power flows never wins back, so the reference runs without them.
+_NUMBA = False
 _MAX_ITERATION = 10  # Newton-Raphson iterations on the first attempt (pandapower's default for "nr")
 _RETRY_MAX_ITERATION = 30  # ... and on the retry, from a cold start (heavy ticks converge slowly)
 _TOLERANCE_MVA = 1e-8  # largest bus power mismatch at convergence [MVA] (pandapower's default, sn_mva = 1)
