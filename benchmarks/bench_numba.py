@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_fleets import _median_s  # same folder: the benchmarks run as scripts
+
 from vpp.fleets import EVFleet, draw_sessions
 from vpp.fleets.parameters import CHARGER_PARAMETERS
 
@@ -70,15 +72,6 @@ def first_call_s() -> dict:
             res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
             out[label] = json.loads(res.stdout.strip().splitlines()[-1])
     return out
-
-
-def _median_s(fn, repeats: int) -> float:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
 
 
 def bench_envelope(charger: str, n: int, repeats: int) -> dict:
