@@ -10,7 +10,7 @@ Reference values:
   rating and the vehicle's acceptance ... Acceptance tapers with SoC"), the
   stored energy follows ``dE/dt = eta * min(p_rated, p_accept * f(E / cap))``
   with ``f`` piecewise linear through the taper knots. The reference for it is
-  :func:`_uncontrolled_reference_kwh` below: a plain per-session loop of
+  :func:`uncontrolled_reference_kwh` below: a plain per-session loop of
   classical RK4 steps of one second, written without numpy and without the
   fleet's kernels.
 * Everything missing from the requested energy at departure must show up as
@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ev_reference import uncontrolled_reference_kwh  # tests/helpers (pytest pythonpath)
 
 from vpp.fleets import EVFleet, EVState, SessionTable, draw_sessions
 from vpp.fleets.parameters import CHARGER_PARAMETERS, DC_TAPER_FRAC, DC_TAPER_SOC
@@ -73,44 +74,6 @@ def _hand_table(rows_per_charger: list[list[tuple]]) -> SessionTable:
             for c, v in zip(cols, row, strict=False):
                 c[i, j] = v
     return SessionTable(*cols)
-
-
-def _f_ref(soc: float, knot_soc, knot_frac) -> float:
-    """Acceptance fraction [-]: straight lines between the knots, SoC clipped to [0, 1]."""
-    s = min(max(soc, 0.0), 1.0)
-    for i in range(len(knot_soc) - 1):
-        if s <= knot_soc[i + 1]:
-            w = (s - knot_soc[i]) / (knot_soc[i + 1] - knot_soc[i])
-            return knot_frac[i] + w * (knot_frac[i + 1] - knot_frac[i])
-    return knot_frac[-1]
-
-
-def _uncontrolled_reference_kwh(e0_kwh: float, e_need_kwh: float, cap_kwh: float, p_rated_kw: float,
-                                p_accept_kw: float, eta: float, knots, stay_s: float, h_s: float = 1.0) -> float:
-    """Energy [kWh, battery side] delivered to one session charging at full power from plug-in to departure.
-
-    Classical RK4 on ``dE/dt = eta * min(p_rated, p_accept * f(E / cap))``
-    [kWh/h] with steps of ``h_s`` seconds, stopped at the target
-    ``e0 + need`` (the ODE is autonomous and E only rises, so charging until
-    the target and then stopping delivers ``min(E(stay), target) - e0``) and
-    at a full battery.
-    """
-    knot_soc, knot_frac = knots
-    target_kwh = min(e0_kwh + e_need_kwh, cap_kwh)
-
-    def rate_kw(e_kwh):
-        return eta * min(p_rated_kw, p_accept_kw * _f_ref(e_kwh / cap_kwh, knot_soc, knot_frac))
-
-    e_kwh, t_s = e0_kwh, 0.0
-    while t_s < stay_s and e_kwh < target_kwh:
-        h_h = min(h_s, stay_s - t_s) / S_PER_H
-        k1 = rate_kw(e_kwh)
-        k2 = rate_kw(e_kwh + 0.5 * h_h * k1)
-        k3 = rate_kw(e_kwh + 0.5 * h_h * k2)
-        k4 = rate_kw(e_kwh + h_h * k3)
-        e_kwh += h_h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        t_s += h_s
-    return min(e_kwh, target_kwh) - e0_kwh
 
 
 def _setpoints(rng: np.random.Generator, env, p_scale_kw: float) -> np.ndarray:
@@ -329,10 +292,10 @@ REF_TOL_KWH = 1e-5  # RK4 with 1 s steps is within ~1e-6 kWh of the exact ODE (k
 def test_reference_loop_is_itself_right():
     """The reference agrees with closed forms where there are some, and has converged at 1 s steps."""
     # Constant power (no taper, rating binds): eta * p * t.
-    assert _uncontrolled_reference_kwh(10.0, 40.0, 60.0, 7.0, 1e4, 0.92, NO_TAPER, 1800.0) == pytest.approx(
+    assert uncontrolled_reference_kwh(10.0, 40.0, 60.0, 7.0, 1e4, 0.92, NO_TAPER, 1800.0) == pytest.approx(
         0.92 * 7.0 * 0.5, rel=1e-12)
     # Target reached: exactly the need.
-    assert _uncontrolled_reference_kwh(10.0, 2.0, 60.0, 7.0, 1e4, 0.92, NO_TAPER, 1800.0) == pytest.approx(
+    assert uncontrolled_reference_kwh(10.0, 2.0, 60.0, 7.0, 1e4, 0.92, NO_TAPER, 1800.0) == pytest.approx(
         2.0, rel=1e-12)
     # One taper piece (soc 0.55-0.8 of the DC curve, peak 100 kW below a 120 kW rating): p falls
     # linearly in E with slope k = 100 * (-(2/3) / 0.25) / cap [kW/kWh], so
@@ -343,11 +306,11 @@ def test_reference_loop_is_itself_right():
     p0 = 100.0 * (1.0 - (2.0 / 3.0) * (0.6 - 0.55) / 0.25)
     closed = p0 * math.expm1(eta * k * t_h) / k
     assert 0.6 + closed / cap < 0.8  # stays on the piece
-    got = _uncontrolled_reference_kwh(e0, cap, cap, 120.0, 100.0, eta, (DC_TAPER_SOC, DC_TAPER_FRAC), t_h * S_PER_H)
+    got = uncontrolled_reference_kwh(e0, cap, cap, 120.0, 100.0, eta, (DC_TAPER_SOC, DC_TAPER_FRAC), t_h * S_PER_H)
     assert got == pytest.approx(closed, abs=1e-9)
     # Across kinks (rating -> taper -> taper) halving the step changes the answer by far less than REF_TOL_KWH.
     args = (12.0, 40.0, 60.0, 120.0, 250.0, 0.94, (DC_TAPER_SOC, DC_TAPER_FRAC), 1500.0)
-    assert abs(_uncontrolled_reference_kwh(*args) - _uncontrolled_reference_kwh(*args, h_s=0.5)) < REF_TOL_KWH / 10
+    assert abs(uncontrolled_reference_kwh(*args) - uncontrolled_reference_kwh(*args, h_s=0.5)) < REF_TOL_KWH / 10
 
 
 # Hand-made sessions on 120 kW DC chargers (eta 0.94) with the DC taper (flat to 55 %, 1/3 at 80 %,
@@ -396,7 +359,7 @@ def _check_default_run_against_reference(fleet: EVFleet, dt_s: float) -> int:
     n_unmet = 0
     for (j, k), (e_kwh, missing_kwh) in departed.items():
         e0, need, cap = float(tab.e_arrival_kwh[j, k]), float(tab.e_need_kwh[j, k]), float(tab.cap_kwh[j, k])
-        ref_kwh = _uncontrolled_reference_kwh(
+        ref_kwh = uncontrolled_reference_kwh(
             e0, need, cap, float(fleet.p_rated_kw[j]), float(tab.p_accept_kw[j, k]), fleet.eta, knots,
             float(tab.departure_s[j, k] - tab.arrival_s[j, k]),
         )

@@ -6,10 +6,10 @@ Reference values:
   ``dE/dt = eta * min(p_rated, p_accept * f(E / cap))`` from plug-in until the
   target ``E0 + need`` or departure (../shared/DOMAIN.md: "Session power is the
   lower of the pile rating and the vehicle's acceptance ... Acceptance tapers
-  with SoC"). :func:`_reference_kwh` integrates it session by session in plain
-  Python (no numpy, no fleet kernels): classical RK4 with 1 s steps, which is
-  within ~1e-6 kWh of the exact solution (tests/fleets/test_ev.py checks the
-  same scheme against closed forms). Delivered and unmet energy per session
+  with SoC"). :func:`uncontrolled_reference_kwh` (tests/helpers/ev_reference.py)
+  integrates it session by session in plain Python (no numpy, no fleet
+  kernels): classical RK4 with 1 s steps, which is within ~1e-6 kWh of the
+  exact solution (tests/fleets/test_ev.py checks that loop against closed forms). Delivered and unmet energy per session
   must match a vpp run at default power (no calls) within REF_TOL_KWH.
 * ACN-Data's ``kWhDelivered`` is metered at the charger: a session with time
   enough replays to exactly that grid energy.
@@ -25,6 +25,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from ev_reference import uncontrolled_reference_kwh  # tests/helpers (pytest pythonpath)
 
 from vpp.build import build_plant, plant_warnings
 from vpp.fleets.parameters import CHARGER_PARAMETERS
@@ -46,34 +47,6 @@ _BASE = {
 @pytest.fixture
 def base() -> dict:
     return copy.deepcopy(_BASE)
-
-
-def _f_ref(soc, knot_soc, knot_frac):
-    s = min(max(soc, 0.0), 1.0)
-    for i in range(len(knot_soc) - 1):
-        if s <= knot_soc[i + 1]:
-            w = (s - knot_soc[i]) / (knot_soc[i + 1] - knot_soc[i])
-            return knot_frac[i] + w * (knot_frac[i + 1] - knot_frac[i])
-    return knot_frac[-1]
-
-
-def _reference_kwh(e0, need, cap, p_rated, p_accept, eta, knots, stay_s, h_s=1.0):
-    """Energy stored in one session charging at full power for ``stay_s`` [kWh, battery side] (plain RK4)."""
-    target = min(e0 + need, cap)
-
-    def rate_kw(e):
-        return eta * min(p_rated, p_accept * _f_ref(e / cap, *knots))
-
-    e, t = e0, 0.0
-    while t < stay_s and e < target:
-        h_h = min(h_s, stay_s - t) / 3600.0
-        k1 = rate_kw(e)
-        k2 = rate_kw(e + 0.5 * h_h * k1)
-        k3 = rate_kw(e + 0.5 * h_h * k2)
-        k4 = rate_kw(e + h_h * k3)
-        e += h_h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        t += h_s
-    return min(e, target) - e0
 
 
 def _plain_sessions(rng, n_chargers, per_charger, dt_s, with_vehicle):
@@ -136,7 +109,7 @@ def test_uncontrolled_replay_matches_a_plain_reference_loop(tmp_path, base, with
             assert (cap, e0 / cap, p_accept) == pytest.approx((row.cap_kwh, row.soc_arrival, row.p_accept_kw))
         need = float(row.e_need_kwh)
         assert tab.e_need_kwh[j, k] == pytest.approx(need, rel=1e-12)  # plain format: battery side, as given
-        delivered = _reference_kwh(e0, need, cap, fleet.p_rated_kw[j], p_accept, fleet.eta, knots,
+        delivered = uncontrolled_reference_kwh(e0, need, cap, fleet.p_rated_kw[j], p_accept, fleet.eta, knots,
                                    row.departure_s - row.arrival_s)
         e_end, missing = departed[(j, float(row.arrival_s))]
         assert e_end - e0 == pytest.approx(delivered, abs=REF_TOL_KWH)
@@ -168,7 +141,7 @@ def test_session_under_way_at_the_start_keeps_what_it_charged_before(tmp_path, b
     knots = (fleet.taper_soc, fleet.taper_frac)
     departed = _departures_at_default_power(fleet, 200, 60.0)
     e_end, missing = departed[(0, -5400.0)]
-    whole = _reference_kwh(12.0, 30.0, 60.0, 7.0, 7.4, fleet.eta, knots, 10800.0)  # from its real arrival
+    whole = uncontrolled_reference_kwh(12.0, 30.0, 60.0, 7.0, 7.4, fleet.eta, knots, 10800.0)  # from its real arrival
     assert e_end - 12.0 == pytest.approx(whole, abs=REF_TOL_KWH)
     assert missing == pytest.approx(30.0 - whole, abs=REF_TOL_KWH)
 
