@@ -268,7 +268,7 @@ def simpy_ev_energy(fleet, n_ticks: int, dt_s: float = DT_S) -> tuple[float, flo
 
     from vpp.fleets.kernels import taper_energy_kwh
 
-    tab = fleet.sessions
+    tab = fleet.sessions.dense()  # per-charger rows, as a per-device simulator holds them
     eta = fleet.eta
     dt_h = dt_s / 3600.0
     taper_soc, taper_frac = fleet.taper_soc, fleet.taper_frac

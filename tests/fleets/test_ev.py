@@ -73,7 +73,7 @@ def _hand_table(rows_per_charger: list[list[tuple]]) -> SessionTable:
         for j, row in enumerate(rows):
             for c, v in zip(cols, row, strict=False):
                 c[i, j] = v
-    return SessionTable(*cols)
+    return SessionTable.from_dense(*cols)
 
 
 def _setpoints(rng: np.random.Generator, env, p_scale_kw: float) -> np.ndarray:
@@ -97,14 +97,15 @@ def _setpoints(rng: np.random.Generator, env, p_scale_kw: float) -> np.ndarray:
     return choices[rng.integers(0, choices.shape[0], size=n), np.arange(n)]
 
 
-def _departures(state: EVState, t_s: float) -> dict[tuple[int, int], tuple[float, float]]:
+def _departures(state: EVState, t_s: float, ptr=None) -> dict[tuple[int, int], tuple[float, float]]:
     """Sessions leaving at the tick starting at ``t_s`` (call before ``advance``).
 
-    Maps (charger, slot) to (stored energy, energy missing from the target) [kWh].
+    Maps (charger, session) to (stored energy, energy missing from the target) [kWh]; the session is
+    its position in the sparse table, or its slot in the charger's row when the table's ``ptr`` is given.
     """
     leaving = np.flatnonzero(state.plugged & (state.t_departure_s <= t_s))
     return {
-        (int(j), int(state.k[j])): (float(state.e_kwh[j]), max(float(state.e_target_kwh[j] - state.e_kwh[j]), 0.0))
+        (int(j), int(state.k[j] - (0 if ptr is None else ptr[j]))): (float(state.e_kwh[j]), max(float(state.e_target_kwh[j] - state.e_kwh[j]), 0.0))
         for j in leaving
     }
 
@@ -330,7 +331,10 @@ _DC_HAND_SESSIONS = [
 ]
 
 
-def _sessions_of(table: SessionTable):
+def _sessions_of(table):
+    """(charger, slot) of every session of a sparse or dense table."""
+    if isinstance(table, SessionTable):
+        table = table.dense()
     for j in range(table.arrival_s.shape[0]):
         for k in range(table.arrival_s.shape[1]):
             if np.isfinite(table.arrival_s[j, k]):
@@ -342,14 +346,14 @@ def _check_default_run_against_reference(fleet: EVFleet, dt_s: float) -> int:
 
     Returns the number of sessions that ended unmet (so callers can check both kinds were exercised).
     """
-    tab = fleet.sessions
+    tab = fleet.sessions.dense()
     knots = (fleet.taper_soc, fleet.taper_frac)
     t_end_s = float(np.max(np.where(np.isfinite(tab.departure_s), tab.departure_s, 0.0), initial=0.0))
     state = fleet.initial_state()
     departed = {}
     n_ticks = math.ceil(t_end_s / dt_s)
     for i in range(n_ticks + 1):
-        departed.update(_departures(state, i * dt_s))
+        departed.update(_departures(state, i * dt_s, fleet.sessions.ptr))
         if i < n_ticks:
             fleet.step_default(state, i * dt_s, dt_s)
     fleet.advance(state, n_ticks * dt_s, dt_s)
@@ -380,9 +384,10 @@ def _check_default_run_against_reference(fleet: EVFleet, dt_s: float) -> int:
 
 def test_uncontrolled_tapered_charging_matches_reference_loop_hand_sessions():
     table = _hand_table(_DC_HAND_SESSIONS)
+    dense = table.dense()
     for j, k in _sessions_of(table):
-        assert table.e_arrival_kwh[j, k] + table.e_need_kwh[j, k] <= table.cap_kwh[j, k]
-    fleet = _ev_fleet("dc_fast", table.arrival_s.shape[0], table, v2g=np.array([False, True, False, True, False]),
+        assert dense.e_arrival_kwh[j, k] + dense.e_need_kwh[j, k] <= dense.cap_kwh[j, k]
+    fleet = _ev_fleet("dc_fast", table.n_chargers, table, v2g=np.array([False, True, False, True, False]),
                       taper=True)
     assert (fleet.taper_soc, fleet.taper_frac) == (DC_TAPER_SOC, DC_TAPER_FRAC)
     n_unmet = _check_default_run_against_reference(fleet, 60.0)
@@ -513,14 +518,20 @@ def test_draw_sessions_respects_queueing_gap_and_bounds(charger, seed):
     params = CHARGER_PARAMETERS[charger]
     n, t_end_s = 200, 2 * 24 * S_PER_H
     p_rated = np.full(n, params.p_rated_kw)
-    s = draw_sessions(np.random.default_rng(seed), params, p_rated, t_end_s, clock_start_h=17.0)
-    k = s.arrival_s.shape[1]
+    table = draw_sessions(np.random.default_rng(seed), params, p_rated, t_end_s, clock_start_h=17.0)
+    # Stored sparsely: one entry per session, nothing for unused slots.
+    assert table.n_chargers == n and table.ptr.shape == (n + 1,) and not table.ptr.flags.writeable
     for f in _TABLE_FIELDS:
-        a = getattr(s, f)
-        assert a.shape == (n, k)
+        a = getattr(table, f)
+        assert a.shape == (table.n_sessions,)
+        assert np.isfinite(a).all()
         assert not a.flags.writeable  # the table is read-only
+    s = table.dense()
     real = np.isfinite(s.arrival_s)
-    assert s.n_sessions == int(real.sum()) > n  # more than one session per charger on average
+    assert table.n_sessions == int(real.sum()) > n  # more than one session per charger on average
+    np.testing.assert_array_equal(real.sum(axis=1), table.counts)
+    # Every stored session overlaps the run (those over before t = 0 are not kept).
+    assert np.all(s.departure_s[real] > 0.0)
     np.testing.assert_array_equal(np.isfinite(s.departure_s), real)
     # Real sessions first, then unused slots; real ones start before the end of the run.
     assert np.all(real[:, 1:] <= real[:, :-1])
@@ -564,7 +575,7 @@ def test_draw_sessions_same_seed_same_table_other_seed_other_table():
 def test_draw_sessions_with_no_chargers():
     params = CHARGER_PARAMETERS["ac_pile"]
     s = draw_sessions(np.random.default_rng(0), params, np.zeros(0), S_PER_H, 0.0)
-    assert s.arrival_s.shape[0] == 0 and s.n_sessions == 0
+    assert s.n_chargers == 0 and s.n_sessions == 0
     fleet = _ev_fleet("ac_pile", 0, s, v2g=np.zeros(0, dtype=bool))
     state = fleet.initial_state()
     fleet.advance(state, 0.0, 60.0)
@@ -584,7 +595,7 @@ def test_session_table_rows_must_match_chargers():
 def test_flat_part_of_a_curve_below_full_acceptance_is_honoured():
     """A curve whose flat start sits below 1 (here 0.5) caps power at p_accept * 0.5, as the kernel does."""
     one = lambda v: np.array([[v]], dtype=float)  # noqa: E731
-    tab = SessionTable(one(0.0), one(3600.0), one(60.0), one(10.0), one(30.0), one(11.0))
+    tab = SessionTable.from_dense(one(0.0), one(3600.0), one(60.0), one(10.0), one(30.0), one(11.0))
     f = EVFleet("x", np.zeros(1, int), "op", 0.0, p_rated_kw=7.0, eta=1.0, v2g=False, soc_v2g_min=0.0,
                 sessions=tab, taper_soc=(0.0, 1.0), taper_frac=(0.5, 0.5))
     s = f.initial_state()
@@ -594,7 +605,7 @@ def test_flat_part_of_a_curve_below_full_acceptance_is_honoured():
 
 def test_taper_knots_are_validated():
     one = lambda v: np.array([[v]], dtype=float)  # noqa: E731
-    tab = SessionTable(one(0.0), one(3600.0), one(60.0), one(10.0), one(30.0), one(11.0))
+    tab = SessionTable.from_dense(one(0.0), one(3600.0), one(60.0), one(10.0), one(30.0), one(11.0))
     with pytest.raises(ValueError, match="taper"):
         EVFleet("x", np.zeros(1, int), "op", 0.0, p_rated_kw=7.0, eta=1.0, v2g=False, soc_v2g_min=0.0,
                 sessions=tab, taper_soc=(0.0, 0.6, 1.0), taper_frac=(1.0, 0.5, 0.8))

@@ -95,7 +95,7 @@ def test_uncontrolled_replay_matches_a_plain_reference_loop(tmp_path, base, with
     assert df.departure_s.max() < scenario.time.duration_s  # every session ends inside the run
 
     fleet = build_plant(scenario).fleets[0]
-    tab = fleet.sessions
+    tab = fleet.sessions.dense()
     knots = (fleet.taper_soc, fleet.taper_frac)
     departed = _departures_at_default_power(fleet, n_ticks, dt_s)
     assert len(departed) == len(df)
@@ -180,7 +180,7 @@ def test_acn_sessions_replay_their_metered_energy_on_their_stations(tmp_path, ba
                              n_devices=4)
     scenario = parse_scenario(base)
     plant = build_plant(scenario)
-    tab = plant.fleets[0].sessions
+    tab = plant.fleets[0].sessions.dense()
     # Stations in sorted order ("2-39-123-559" < "2-39-78-362" < "2-39-91-441") are chargers 0, 1, 2;
     # charger 3 has none (a note says so). t_s = 0 is 08:00 Pacific on the first connection's day.
     assert tab.arrival_s[0, 0] == (2 * 60 + 5) * 60.0
@@ -201,7 +201,7 @@ def test_acn_without_stations_takes_the_charger_free_longest(tmp_path, base):
     df.to_parquet(tmp_path / "acn.parquet")
     base["fleets"][0].update(sessions_file=str(tmp_path / "acn.parquet"), sessions_timezone="America/Los_Angeles",
                              n_devices=3)
-    tab = build_plant(parse_scenario(base)).fleets[0].sessions
+    tab = build_plant(parse_scenario(base)).fleets[0].sessions.dense()
     # 08:10 -> 0; 09:31 -> 1; 10:05 -> 2; 13:20: charger 1 is free since 12:55 (0 and 2 are busy).
     assert tab.arrival_s[1, 1] == pytest.approx((5 * 60 + 20) * 60.0)
     base["fleets"][0]["n_devices"] = 2

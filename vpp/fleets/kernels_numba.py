@@ -18,7 +18,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["ev_envelope"]
+__all__ = ["ev_envelope", "ev_advance", "ev_integrate"]
 
 _S_PER_H = 3600.0  # vpp.units.S_PER_H, repeated: compiled code reads module globals as constants
 
@@ -177,3 +177,58 @@ def ev_envelope(plugged, t_arrival_s, t_departure_s, e_kwh, e_target_kwh, cap_kw
         p_min_kw[i] = p_min
         p_max_kw[i] = p_max
         p_default_kw[i] = p_max
+
+
+@numba.njit(cache=True)
+def ev_advance(k, k_end, plugged, e_kwh, e_target_kwh, cap_kwh, p_accept_kw, t_arrival_s, t_departure_s,
+               tab_arrival_s, tab_departure_s, tab_cap_kwh, tab_e_arrival_kwh, tab_e_need_kwh, tab_p_accept_kw,
+               t_s, dt_s, e_tol_kwh):
+    """:meth:`vpp.fleets.ev.EVFleet._advance_numpy` in one pass: departures at ``t_s``, then arrivals in the tick.
+
+    Updates the state arrays in place; returns (energy unmet at departure
+    [kWh], sessions unmet, sessions departed, sessions arrived) of this call.
+    """
+    e_unmet = 0.0
+    n_unmet = 0
+    n_departed = 0
+    n_arrived = 0
+    t_end_s = t_s + dt_s
+    for i in range(k.shape[0]):
+        if plugged[i]:
+            if t_departure_s[i] > t_s:
+                continue
+            rem = max(e_target_kwh[i] - e_kwh[i], 0.0)
+            e_unmet += rem
+            if rem > e_tol_kwh:
+                n_unmet += 1
+            n_departed += 1
+            plugged[i] = False
+            k[i] += 1
+        j = k[i]
+        if j >= k_end[i] or not tab_arrival_s[j] < t_end_s:
+            continue
+        plugged[i] = True
+        t_arrival_s[i] = tab_arrival_s[j]
+        t_departure_s[i] = tab_departure_s[j]
+        cap_kwh[i] = tab_cap_kwh[j]
+        p_accept_kw[i] = tab_p_accept_kw[j]
+        e_kwh[i] = tab_e_arrival_kwh[j]
+        e_target_kwh[i] = min(tab_e_arrival_kwh[j] + tab_e_need_kwh[j], tab_cap_kwh[j])
+        n_arrived += 1
+    return e_unmet, n_unmet, n_departed, n_arrived
+
+
+@numba.njit(cache=True)
+def ev_integrate(p_kw, e_kwh, e_target_kwh, eta, dt_h):
+    """:meth:`vpp.fleets.ev.EVFleet._integrate_numpy` in one pass; returns (stored change, grid energy) [kWh]."""
+    e_delta = 0.0
+    e_grid = 0.0
+    for i in range(p_kw.shape[0]):
+        p = p_kw[i]
+        d = p * eta * dt_h if p >= 0.0 else p * dt_h / eta
+        e_old = e_kwh[i]
+        e_new = min(e_old + d, max(e_target_kwh[i], e_old))
+        e_kwh[i] = e_new
+        e_delta += e_new - e_old
+        e_grid += p
+    return e_delta, e_grid * dt_h
