@@ -360,7 +360,7 @@ def before_event(
     """The mean load over the ``minutes`` before the event start [kW], flat over [event_start, event_end).
 
     ``minutes`` must be a whole number of metering intervals. NaN with a reason
-    when that window is not fully metered.
+    when that window is not fully metered or the metering is coarser than it.
     """
     step = check_series(load_kw, "load_kw")
     start, end = check_window(load_kw, event_start, event_end, step, "load_kw")
@@ -368,9 +368,12 @@ def before_event(
             or minutes <= 0:
         raise ValueError(f"minutes must be a finite number > 0, got {minutes!r}")
     span = pd.Timedelta(minutes=minutes)
-    _on_grid("minutes", span, step)
     method = f"{minutes:g}_min_before"
     event_idx = window_index(start, end, step)
+    if span < step:
+        return _unknown(method, event_idx, f"the metering interval ({step}) is longer than the "
+                                           f"{minutes:g} min window")
+    _on_grid("minutes", span, step)
     pre = load_kw.reindex(window_index(start - span, start, step)).to_numpy(dtype=float)
     if not np.isfinite(pre).all():
         return _unknown(method, event_idx, f"the {minutes:g} min before {start} are not fully metered")
