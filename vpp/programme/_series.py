@@ -11,11 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["check_series", "to_timestamp", "check_window", "window_index", "interval_h"]
+__all__ = ["check_series", "check_indexed", "to_timestamp", "check_window", "window_index", "interval_h"]
 
 
 def check_series(p_kw: pd.Series, name: str) -> pd.Timedelta:
-    """Validate a metered series; return its interval. Errors name the argument."""
+    """Validate a metered series; return its interval. Errors name the argument.
+
+    A single sample is accepted when its index carries a ``freq`` (e.g. from ``pd.date_range``).
+    """
     if not isinstance(p_kw, pd.Series):
         raise TypeError(f"{name}: expected a pandas Series of power [kW], got {type(p_kw).__name__}")
     idx = p_kw.index
@@ -23,16 +26,34 @@ def check_series(p_kw: pd.Series, name: str) -> pd.Timedelta:
         raise TypeError(f"{name}: the index must be a DatetimeIndex, got {type(idx).__name__}")
     if idx.tz is None:
         raise ValueError(f"{name}: timestamps are naive; give them a time zone (e.g. .tz_localize('Asia/Shanghai'))")
-    if len(idx) < 2:
-        raise ValueError(f"{name}: needs at least two samples to know the metering interval, got {len(idx)}")
     if not np.issubdtype(p_kw.dtype, np.number) or np.issubdtype(p_kw.dtype, np.bool_):
         raise TypeError(f"{name}: values must be numeric power [kW], got dtype {p_kw.dtype}")
+    if len(idx) < 2:
+        # one sample: the interval is known only from the index's own frequency
+        if len(idx) == 1 and idx.freq is not None:
+            return pd.Timedelta(idx.freq)
+        raise ValueError(f"{name}: needs at least two samples (or an index with a freq) to know the metering "
+                         f"interval, got {len(idx)}")
     steps = idx[1:] - idx[:-1]
     step = steps[0]
     if step <= pd.Timedelta(0) or not (steps == step).all():
         bad = sorted({str(s) for s in steps.unique()})[:5]
         raise ValueError(f"{name}: the index is not regular (strictly increasing, one constant step); steps seen: {bad}")
     return pd.Timedelta(step)
+
+
+def check_indexed(p_kw: pd.Series, name: str) -> None:
+    """A numeric Series on a tz-aware DatetimeIndex (no regularity asked: it is read on another grid)."""
+    if not isinstance(p_kw, pd.Series):
+        raise TypeError(f"{name}: expected a pandas Series of power [kW], got {type(p_kw).__name__}")
+    if not isinstance(p_kw.index, pd.DatetimeIndex):
+        raise TypeError(f"{name}: the index must be a DatetimeIndex, got {type(p_kw.index).__name__}")
+    if p_kw.index.tz is None:
+        raise ValueError(f"{name}: timestamps are naive; give them a time zone (e.g. .tz_localize('Asia/Shanghai'))")
+    if not np.issubdtype(p_kw.dtype, np.number) or np.issubdtype(p_kw.dtype, np.bool_):
+        raise TypeError(f"{name}: values must be numeric power [kW], got dtype {p_kw.dtype}")
+    if not p_kw.index.is_unique:
+        raise ValueError(f"{name}: duplicate timestamps")
 
 
 def to_timestamp(t, tz, name: str) -> pd.Timestamp:

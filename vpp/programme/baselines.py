@@ -82,7 +82,7 @@ from typing import Callable, Iterable, Mapping, Protocol
 import numpy as np
 import pandas as pd
 
-from vpp.programme._series import check_series, check_window, interval_h, window_index
+from vpp.programme._series import check_indexed, check_series, check_window, interval_h, window_index
 
 __all__ = [
     "BaselineResult",
@@ -445,7 +445,7 @@ def baseline_error(baseline_kw: pd.Series, twin_kw: pd.Series) -> dict[str, floa
     if isinstance(baseline_kw, BaselineResult):
         baseline_kw = baseline_kw.p_kw
     step = check_series(baseline_kw, "baseline_kw")
-    check_series(twin_kw, "twin_kw")
+    check_indexed(twin_kw, "twin_kw")
     if not baseline_kw.index.equals(twin_kw.index):
         raise ValueError("baseline_kw and twin_kw must share one index (the event's intervals)")
     twin = twin_kw.to_numpy(dtype=float)

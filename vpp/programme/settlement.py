@@ -35,7 +35,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from vpp.programme._series import check_series, check_window, interval_h, window_index
+from vpp.programme._series import check_indexed, check_series, check_window, interval_h, window_index
 from vpp.programme.baselines import BaselineResult
 from vpp.programme.tiers import Tier, get_tier
 
@@ -73,7 +73,7 @@ def _direction_sign(direction) -> tuple[str, float]:
 
 
 def _on_window(series: pd.Series, name: str, idx: pd.DatetimeIndex, allow_nan: bool) -> np.ndarray:
-    check_series(series, name)
+    check_indexed(series, name)
     missing = idx.difference(series.index)
     if len(missing):
         raise ValueError(f"{name} does not cover the event window: {len(missing)} interval(s) missing, "
