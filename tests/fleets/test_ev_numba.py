@@ -166,7 +166,8 @@ def test_numba_advance_and_integrate_equal_numpy_under_random_setpoints(charger,
         ref, got = states
         np.testing.assert_array_equal(got.k, ref.k)
         np.testing.assert_array_equal(got.plugged, ref.plugged)
-        for name in ("e_kwh", "e_target_kwh", "cap_kwh", "p_accept_kw", "t_arrival_s", "t_departure_s", "p_kw"):
+        for name in ("e_kwh", "e_target_kwh", "cap_kwh", "p_accept_kw", "t_arrival_s", "t_departure_s", "t_next_s",
+                     "p_kw"):
             np.testing.assert_allclose(getattr(got, name), getattr(ref, name), rtol=TOL, atol=TOL, err_msg=name)
         for name in ("n_departed", "n_unmet", "n_arrived"):
             assert getattr(got, name) == getattr(ref, name), name

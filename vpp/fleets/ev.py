@@ -368,6 +368,7 @@ class EVState(FleetState):
     p_accept_kw: np.ndarray  # plugged vehicle's peak acceptance [kW]
     t_arrival_s: np.ndarray  # plugged session's arrival [s]
     t_departure_s: np.ndarray  # plugged session's departure [s]
+    t_next_s: np.ndarray  # the charger's next event: its vehicle's departure, else its next arrival (inf: none) [s]
     e_grid_kwh: float = 0.0  # energy drawn from the grid [kWh] (V2G export negative)
     e_to_vehicles_kwh: float = 0.0  # net energy stored in vehicles [kWh]
     e_loss_kwh: float = 0.0  # conversion losses [kWh]
@@ -430,20 +431,29 @@ class EVFleet(Fleet):
         return EVState(
             p_kw=np.zeros(n), k=self._k0.copy(), plugged=np.zeros(n, dtype=bool), e_kwh=np.zeros(n),
             e_target_kwh=np.zeros(n), cap_kwh=np.ones(n), p_accept_kw=np.zeros(n), t_arrival_s=np.zeros(n),
-            t_departure_s=np.zeros(n),
+            t_departure_s=np.zeros(n), t_next_s=self._next_arrival_s(self._k0, self._k_end),
         )
 
+    def _next_arrival_s(self, k: np.ndarray, k_end: np.ndarray) -> np.ndarray:
+        """Arrival of session ``k`` (inf where ``k`` reached the charger's ``k_end``) [s]."""
+        tab = self.sessions
+        has = k < k_end
+        out = np.full(k.shape[0], np.inf)
+        out[has] = tab.arrival_s[k[has]]
+        return out
+
     def _advance(self, s: EVState, t_s: float, dt_s: float) -> None:
-        # numba pays here from 10^3 chargers up (benchmarks/bench_numba.py): one pass instead of two
-        # masks over every charger, a gather and seven scatters.
+        # Only chargers whose next event (departure or arrival) falls before the tick's end are
+        # touched: a few per thousand per minute. The compiled pass pays from 10^3 chargers up
+        # (benchmarks/bench_numba.py).
         if self.use_numba:
             from vpp.fleets.kernels_numba import ev_advance  # compiled (or loaded from cache) on first call
 
             tab = self.sessions
             e_unmet, n_unmet, n_departed, n_arrived = ev_advance(
-                s.k, self._k_end, s.plugged, s.e_kwh, s.e_target_kwh, s.cap_kwh, s.p_accept_kw, s.t_arrival_s,
-                s.t_departure_s, tab.arrival_s, tab.departure_s, tab.cap_kwh, tab.e_arrival_kwh, tab.e_need_kwh,
-                tab.p_accept_kw, t_s, dt_s, _E_TOL_KWH)
+                s.k, self._k_end, s.plugged, s.t_next_s, s.e_kwh, s.e_target_kwh, s.cap_kwh, s.p_accept_kw,
+                s.t_arrival_s, s.t_departure_s, tab.arrival_s, tab.departure_s, tab.cap_kwh, tab.e_arrival_kwh,
+                tab.e_need_kwh, tab.p_accept_kw, t_s, dt_s, _E_TOL_KWH)
             s.e_unmet_kwh += e_unmet
             s.n_unmet += n_unmet
             s.n_departed += n_departed
@@ -452,21 +462,23 @@ class EVFleet(Fleet):
         self._advance_numpy(s, t_s, dt_s)
 
     def _advance_numpy(self, s: EVState, t_s: float, dt_s: float) -> None:
-        """Departures, then arrivals, as whole-array passes: the reference, and the path without numba."""
-        leaving = s.plugged & (s.t_departure_s <= t_s)
-        if leaving.any():
+        """Departures at ``t_s``, then arrivals in the tick, as array passes: the reference, and the path without numba."""
+        t_end_s = t_s + dt_s
+        due = np.flatnonzero(s.t_next_s < t_end_s)
+        if due.size == 0:
+            return
+        leaving = due[s.plugged[due] & (s.t_departure_s[due] <= t_s)]
+        if leaving.size:
             rem_kwh = np.maximum(s.e_target_kwh[leaving] - s.e_kwh[leaving], 0.0)
             s.e_unmet_kwh += float(rem_kwh.sum())
             s.n_unmet += int((rem_kwh > _E_TOL_KWH).sum())
-            s.n_departed += int(leaving.sum())
+            s.n_departed += int(leaving.size)
             s.plugged[leaving] = False
             s.k[leaving] += 1
-        idx = np.flatnonzero(~s.plugged & (s.k < self._k_end))
-        if idx.size == 0:
-            return
+        idx = due[~s.plugged[due] & (s.k[due] < self._k_end[due])]
         k = s.k[idx]
         tab = self.sessions
-        arriving = tab.arrival_s[k] < t_s + dt_s
+        arriving = tab.arrival_s[k] < t_end_s
         idx, k = idx[arriving], k[arriving]
         s.plugged[idx] = True
         s.t_arrival_s[idx] = tab.arrival_s[k]
@@ -477,6 +489,7 @@ class EVFleet(Fleet):
         # min() absorbs round-off when a session asks for a completely full battery.
         s.e_target_kwh[idx] = np.minimum(tab.e_arrival_kwh[k] + tab.e_need_kwh[k], tab.cap_kwh[k])
         s.n_arrived += int(idx.size)
+        s.t_next_s[due] = np.where(s.plugged[due], s.t_departure_s[due], self._next_arrival_s(s.k[due], self._k_end[due]))
 
     def _envelope(self, s: EVState, t_s: float, dt_s: float, ws: Workspace) -> bool:
         # numba pays from one charger up (benchmarks/bench_numba.py), so there is no size threshold.

@@ -180,7 +180,7 @@ def ev_envelope(plugged, t_arrival_s, t_departure_s, e_kwh, e_target_kwh, cap_kw
 
 
 @numba.njit(cache=True)
-def ev_advance(k, k_end, plugged, e_kwh, e_target_kwh, cap_kwh, p_accept_kw, t_arrival_s, t_departure_s,
+def ev_advance(k, k_end, plugged, t_next_s, e_kwh, e_target_kwh, cap_kwh, p_accept_kw, t_arrival_s, t_departure_s,
                tab_arrival_s, tab_departure_s, tab_cap_kwh, tab_e_arrival_kwh, tab_e_need_kwh, tab_p_accept_kw,
                t_s, dt_s, e_tol_kwh):
     """:meth:`vpp.fleets.ev.EVFleet._advance_numpy` in one pass: departures at ``t_s``, then arrivals in the tick.
@@ -194,6 +194,8 @@ def ev_advance(k, k_end, plugged, e_kwh, e_target_kwh, cap_kwh, p_accept_kw, t_a
     n_arrived = 0
     t_end_s = t_s + dt_s
     for i in range(k.shape[0]):
+        if not t_next_s[i] < t_end_s:  # nothing happens on this charger in the tick (the common case)
+            continue
         if plugged[i]:
             if t_departure_s[i] > t_s:
                 continue
@@ -205,11 +207,16 @@ def ev_advance(k, k_end, plugged, e_kwh, e_target_kwh, cap_kwh, p_accept_kw, t_a
             plugged[i] = False
             k[i] += 1
         j = k[i]
-        if j >= k_end[i] or not tab_arrival_s[j] < t_end_s:
+        if j >= k_end[i]:
+            t_next_s[i] = np.inf
+            continue
+        if not tab_arrival_s[j] < t_end_s:
+            t_next_s[i] = tab_arrival_s[j]
             continue
         plugged[i] = True
         t_arrival_s[i] = tab_arrival_s[j]
         t_departure_s[i] = tab_departure_s[j]
+        t_next_s[i] = tab_departure_s[j]
         cap_kwh[i] = tab_cap_kwh[j]
         p_accept_kw[i] = tab_p_accept_kw[j]
         e_kwh[i] = tab_e_arrival_kwh[j]
