@@ -5,6 +5,11 @@ load), every device's room in that direction ``room_kw`` [kW] (>= 0) and its
 dispatch cost ``cost_cny_per_kwh``, and returns the signed change per device.
 A strategy never gives a device more than its room; when the total room is
 short, every device gives all it has. Strategies are chosen by name.
+
+These functions are the reference. :class:`vpp.dispatch.Portfolio` runs the two
+built-in strategies as compiled passes that also apply the change and sum it
+per bus (:mod:`vpp.dispatch.kernels_numba`) when numba is available; any other
+callable with this signature is used as given.
 """
 
 from __future__ import annotations
@@ -33,11 +38,17 @@ def merit_order(delta_kw: float, room_kw: np.ndarray, cost_cny_per_kwh: np.ndarr
         return np.zeros_like(room_kw)
     order = np.argsort(cost_cny_per_kwh, kind="stable")
     room_sorted = room_kw[order]
-    before_kw = np.cumsum(room_sorted) - room_sorted
-    take_sorted = np.clip(abs(delta_kw) - before_kw, 0.0, room_sorted)
+    # One work array, updated in place: room before each device, then what the device takes
+    # (the same numbers as writing each step as a new array, without four length-n temporaries).
+    take_sorted = np.cumsum(room_sorted)
+    take_sorted -= room_sorted
+    np.subtract(abs(delta_kw), take_sorted, out=take_sorted)
+    np.clip(take_sorted, 0.0, room_sorted, out=take_sorted)
+    if delta_kw < 0.0:
+        np.negative(take_sorted, out=take_sorted)
     out = np.empty_like(room_kw)
     out[order] = take_sorted
-    return np.sign(delta_kw) * out
+    return out
 
 
 ALLOCATORS: dict[str, Allocator] = {"pro_rata": pro_rata, "merit_order": merit_order}

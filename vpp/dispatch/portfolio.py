@@ -1,4 +1,15 @@
-"""An operator's portfolio: several fleets dispatched as one set of device arrays."""
+"""An operator's portfolio: several fleets dispatched as one set of device arrays.
+
+Latency path (a DR call reaching the platform to per-device setpoints):
+:meth:`Portfolio.flexibility` has each fleet write its envelope straight into
+its slice of the portfolio's buffers (the fleets' workspaces hold views into
+them), :meth:`Portfolio.by_bus` sums it per bus, :meth:`Portfolio.setpoints`
+splits each request. With numba (:attr:`Portfolio.use_numba`), the per-bus sums
+and the split of the built-in strategies are compiled single passes
+(:mod:`vpp.dispatch.kernels_numba`); the numpy path is the reference and the
+path for any other allocator. A call targeting every device is split over the
+whole arrays, never through an index array.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +18,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from vpp.dispatch.aggregate import BusFlexibility, aggregate_by_bus
-from vpp.dispatch.allocation import Allocator
+from vpp.dispatch.allocation import Allocator, merit_order, pro_rata
 from vpp.dr import DRCall
 from vpp.fleets.base import Envelope, Fleet, FleetState
+from vpp.fleets.kernels import NUMBA_AVAILABLE
 
 __all__ = ["Portfolio"]
+
+_ALL = slice(None)  # the selection of a call that targets every device
+_NO_IDX = np.zeros(0, dtype=np.intp)  # the compiled pro-rata split's index argument when every device is targeted
 
 
 class Portfolio:
@@ -19,7 +34,8 @@ class Portfolio:
 
     ``bus_idx`` and ``cost_cny_per_kwh`` are the concatenation of the fleets'
     arrays; a call's targeted devices are found once per call and cached. The
-    portfolio owns buffers for the concatenated envelope and setpoints; the
+    portfolio owns buffers for the concatenated envelope and setpoints, and a
+    workspace per fleet whose envelope arrays are views into those buffers; the
     fleets' states are passed in (the portfolio holds none).
     """
 
@@ -28,16 +44,31 @@ class Portfolio:
         self.n_bus = n_bus
         self.allocator = allocator
         self.bus_idx = np.concatenate([f.bus_idx for f in self.fleets]) if self.fleets else np.zeros(0, np.int64)
+        self.bus_idx.flags.writeable = False
+        if self.bus_idx.size and not (0 <= int(self.bus_idx.min()) and int(self.bus_idx.max()) < n_bus):
+            raise ValueError(f"bus indices must lie in [0, {n_bus})")
         self.cost_cny_per_kwh = (
             np.concatenate([f.cost_cny_per_kwh for f in self.fleets]) if self.fleets else np.zeros(0)
         )
+        # Frozen: the merit order of a call's devices is sorted once per call and cached.
+        self.cost_cny_per_kwh.flags.writeable = False
         self._bounds = np.cumsum([0] + [f.n for f in self.fleets])
-        self._targets: dict[tuple[str, int], np.ndarray] = {}
+        self._targets: dict[tuple[str, int], np.ndarray | slice] = {}
+        self._merit: dict[tuple[str, int], np.ndarray] = {}
         n = self.n
         self._env = Envelope(np.zeros(n), np.zeros(n), np.zeros(n))
+        self._work = [
+            f.new_workspace(out=Envelope(self._env.p_min_kw[lo:hi], self._env.p_max_kw[lo:hi],
+                                         self._env.p_default_kw[lo:hi]))
+            for f, lo, hi in self.slices()
+        ]
         self._p_set_kw = np.zeros(n)
         self._p_kw = np.zeros(n)
         self._fleet_envs: list[Envelope] = []
+        # Which compiled split stands for the allocator (None: any other callable, split by numpy).
+        self._compiled_split = {pro_rata: "pro_rata", merit_order: "merit_order"}.get(allocator)
+        self.use_numba = NUMBA_AVAILABLE
+        """Compiled per-bus sums and split (:mod:`vpp.dispatch.kernels_numba`); ``False``: numpy only."""
 
     @property
     def n(self) -> int:
@@ -58,27 +89,47 @@ class Portfolio:
             f.advance(s, t_s, dt_s)
 
     def flexibility(self, states: Sequence[FleetState], t_s: float, dt_s: float) -> Envelope:
-        """Envelope of every device for the tick, in the portfolio's own buffers (never changes ``states``)."""
-        self._fleet_envs = [f.flexibility(s, t_s, dt_s) for f, s in zip(self.fleets, states)]
-        env = self._env
-        for e, (_, lo, hi) in zip(self._fleet_envs, self.slices()):
-            env.p_min_kw[lo:hi] = e.p_min_kw
-            env.p_max_kw[lo:hi] = e.p_max_kw
-            env.p_default_kw[lo:hi] = e.p_default_kw
-        return env
+        """Envelope of every device for the tick, in the portfolio's own buffers (never changes ``states``).
+
+        Each fleet writes into its slice of the buffers through the workspace
+        the portfolio gave it: nothing is copied.
+        """
+        self._fleet_envs = [f.flexibility(s, t_s, dt_s, ws) for f, s, ws in zip(self.fleets, states, self._work)]
+        return self._env
 
     def by_bus(self, env: Envelope) -> BusFlexibility:
         """The envelope summed per bus [kW]."""
-        return aggregate_by_bus(self.bus_idx, env, self.n_bus)
+        return aggregate_by_bus(self.bus_idx, env, self.n_bus, use_numba=self.use_numba)
+
+    def _selection(self, call: DRCall) -> np.ndarray | slice:
+        """The devices a call targets: an index array, or ``slice(None)`` for every device (cached per call)."""
+        key = (call.call_id, call.modification)
+        sel = self._targets.get(key)
+        if sel is None:
+            if call.bus_idx is None:
+                sel = _ALL
+            else:
+                idx = np.flatnonzero(call.bus_mask(self.n_bus)[self.bus_idx])
+                sel = _ALL if idx.size == self.n else idx
+            self._targets[key] = sel
+        return sel
 
     def targets(self, call: DRCall) -> np.ndarray:
         """Indices of the devices a call targets."""
+        sel = self._selection(call)
+        return np.arange(self.n) if isinstance(sel, slice) else sel
+
+    def _merit_order(self, call: DRCall, sel: np.ndarray | slice) -> np.ndarray:
+        """The call's devices, cheapest first, ties in device order (cached per call: costs are frozen)."""
         key = (call.call_id, call.modification)
-        idx = self._targets.get(key)
-        if idx is None:
-            idx = np.flatnonzero(call.bus_mask(self.n_bus)[self.bus_idx])
-            self._targets[key] = idx
-        return idx
+        order = self._merit.get(key)
+        if order is None:
+            if isinstance(sel, slice):
+                order = np.argsort(self.cost_cny_per_kwh, kind="stable")
+            else:
+                order = sel[np.argsort(self.cost_cny_per_kwh[sel], kind="stable")]
+            self._merit[key] = order
+        return order
 
     def setpoints(
         self, env: Envelope, requests: Sequence[tuple[DRCall, float]]
@@ -92,15 +143,49 @@ class Portfolio:
         p_kw = self._p_set_kw
         np.copyto(p_kw, env.p_default_kw)
         instructed: dict[str, np.ndarray] = {}
+        compiled = self._compiled_split if self.use_numba else None
         for call, delta_kw in requests:
             if delta_kw == 0.0:
                 continue
-            idx = self.targets(call)
-            room_kw = (p_kw[idx] - env.p_min_kw[idx]) if delta_kw < 0.0 else (env.p_max_kw[idx] - p_kw[idx])
-            d_kw = self.allocator(delta_kw, np.maximum(room_kw, 0.0), self.cost_cny_per_kwh[idx])
-            p_kw[idx] += d_kw
-            instructed[call.call_id] = np.bincount(self.bus_idx[idx], weights=d_kw, minlength=self.n_bus)
+            sel = self._selection(call)
+            if compiled is None:
+                instructed[call.call_id] = self._split_numpy(p_kw, env, float(delta_kw), sel)
+            else:
+                instructed[call.call_id] = self._split_compiled(compiled, call, p_kw, env, float(delta_kw), sel)
         return p_kw, instructed
+
+    def _split_numpy(self, p_kw: np.ndarray, env: Envelope, delta_kw: float, sel: np.ndarray | slice) -> np.ndarray:
+        """The reference split: room of the selected devices, the allocator, added back; per-bus sum [kW]."""
+        if isinstance(sel, slice):
+            # Every device: whole arrays, no gather or scatter through an index array.
+            if delta_kw < 0.0:
+                room_kw = np.subtract(p_kw, env.p_min_kw)
+            else:
+                room_kw = np.subtract(env.p_max_kw, p_kw)
+            np.maximum(room_kw, 0.0, out=room_kw)
+            d_kw = self.allocator(delta_kw, room_kw, self.cost_cny_per_kwh)
+            p_kw += d_kw
+            return np.bincount(self.bus_idx, weights=d_kw, minlength=self.n_bus)
+        room_kw = (p_kw[sel] - env.p_min_kw[sel]) if delta_kw < 0.0 else (env.p_max_kw[sel] - p_kw[sel])
+        d_kw = self.allocator(delta_kw, np.maximum(room_kw, 0.0), self.cost_cny_per_kwh[sel])
+        p_kw[sel] += d_kw
+        return np.bincount(self.bus_idx[sel], weights=d_kw, minlength=self.n_bus)
+
+    def _split_compiled(self, name: str, call: DRCall, p_kw: np.ndarray, env: Envelope, delta_kw: float,
+                        sel: np.ndarray | slice) -> np.ndarray:
+        """The split of a built-in strategy as one compiled pass (same numbers as :meth:`_split_numpy`)."""
+        from vpp.dispatch import kernels_numba  # imports numba; compiled (or loaded from cache) on first call
+
+        instructed_kw = np.zeros(self.n_bus)
+        if name == "merit_order":
+            kernels_numba.split_merit_order(delta_kw, p_kw, env.p_min_kw, env.p_max_kw, self.bus_idx,
+                                            self._merit_order(call, sel), instructed_kw)
+        else:
+            every = isinstance(sel, slice)
+            idx = _NO_IDX if every else sel
+            kernels_numba.split_pro_rata(delta_kw, p_kw, env.p_min_kw, env.p_max_kw, self.bus_idx, idx, every,
+                                         instructed_kw)
+        return instructed_kw
 
     def step(self, states: Sequence[FleetState], p_set_kw: np.ndarray, t_s: float, dt_s: float) -> np.ndarray:
         """Step every fleet at its slice of the setpoints (envelopes from the last :meth:`flexibility`).

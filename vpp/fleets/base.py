@@ -23,7 +23,10 @@ Work buffers: :meth:`Fleet.flexibility` writes the envelope and its
 intermediate arrays into a :class:`Workspace` that the fleet owns (or one the
 caller made with :meth:`Fleet.new_workspace`, e.g. for the twin), instead of
 allocating arrays of length ``n`` every tick. An envelope is valid until the
-next ``flexibility`` call on the same workspace.
+next ``flexibility`` call on the same workspace. A workspace may take its three
+envelope arrays from the caller (``new_workspace(out=...)``): an operator's
+portfolio passes views into its concatenated buffers, so that each fleet writes
+its envelope where dispatch reads it, with no copy.
 """
 
 from __future__ import annotations
@@ -77,14 +80,32 @@ class FleetState:
         return True
 
 
-class Workspace:
-    """Work buffers of one fleet: the envelope arrays and kind-specific scratch, each of length ``n``."""
+_ENVELOPE_NAMES = ("p_min_kw", "p_max_kw", "p_default_kw")
 
-    def __init__(self, n: int, names: tuple[str, ...]):
+
+class Workspace:
+    """Work buffers of one fleet: the envelope arrays and kind-specific scratch, each of length ``n``.
+
+    ``out`` (optional) supplies the three envelope arrays instead of fresh ones:
+    writable float64 arrays of shape ``(n,)``, typically views into a caller's
+    larger buffers. Fleets write them only in place (``out=``, ``[:]``), never
+    rebind them, so the envelope lands in the caller's memory.
+    """
+
+    def __init__(self, n: int, names: tuple[str, ...], out: Envelope | None = None):
         self.n = n
-        self.names = ("p_min_kw", "p_max_kw", "p_default_kw", "p_set_kw") + tuple(names)
+        self.names = _ENVELOPE_NAMES + ("p_set_kw",) + tuple(names)
+        given = {}
+        if out is not None:
+            for name in _ENVELOPE_NAMES:
+                a = getattr(out, name)
+                if not (isinstance(a, np.ndarray) and a.shape == (n,) and a.dtype == np.float64
+                        and a.flags.writeable and a.flags.c_contiguous):
+                    raise ValueError(f"workspace out.{name} must be a writable contiguous float64 array of shape "
+                                     f"({n},)")
+                given[name] = a
         for name in self.names:
-            setattr(self, name, np.zeros(n))
+            setattr(self, name, given[name] if name in given else np.zeros(n))
         self.key: tuple[int, float, float] | None = None  # (id(state), t_s, dt_s) of the envelope held
 
 
@@ -143,7 +164,10 @@ class Fleet(ABC):
         self.bus_idx = bus_idx
         self.operator = operator
         self.cost_cny_per_kwh = frozen(cost_cny_per_kwh, self.n)
-        self._ws = self.new_workspace()
+        # The fleet's own workspace is made on first use: a fleet dispatched through a portfolio (which
+        # passes its own workspaces) and twinned (the engine's) never needs it, and at 10^6 devices it
+        # is tens of MB.
+        self._ws: Workspace | None = None
 
     @property
     def n(self) -> int:
@@ -154,9 +178,13 @@ class Fleet(ABC):
         """A scalar or per-device parameter as a read-only array of length ``n``."""
         return frozen(x, self.n, dtype)
 
-    def new_workspace(self) -> Workspace:
-        """Fresh work buffers for this fleet (one per concurrent user: the plant, the twin)."""
-        return Workspace(self.n, self.work_names)
+    def new_workspace(self, out: Envelope | None = None) -> Workspace:
+        """Fresh work buffers for this fleet (one per concurrent user: the plant, the twin).
+
+        ``out``: the envelope arrays to write into (e.g. views into a portfolio's
+        buffers) instead of new ones; see :class:`Workspace`.
+        """
+        return Workspace(self.n, self.work_names, out)
 
     @abstractmethod
     def initial_state(self) -> FleetState:
@@ -172,7 +200,11 @@ class Fleet(ABC):
         The arrays live in ``work`` (default: the fleet's own workspace) and are
         overwritten by the next call on the same workspace.
         """
-        ws = self._ws if work is None else work
+        if work is None:
+            if self._ws is None:
+                self._ws = self.new_workspace()
+            work = self._ws
+        ws = work
         if not self._envelope(state, float(t_s), float(dt_s), ws):
             # Guard against float noise so that p_min <= p_default <= p_max holds exactly.
             np.maximum(ws.p_max_kw, ws.p_min_kw, out=ws.p_max_kw)
