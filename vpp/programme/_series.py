@@ -38,7 +38,8 @@ def check_series(p_kw: pd.Series, name: str) -> pd.Timedelta:
     step = steps[0]
     if step <= pd.Timedelta(0) or not (steps == step).all():
         bad = sorted({str(s) for s in steps.unique()})[:5]
-        raise ValueError(f"{name}: the index is not regular (strictly increasing, one constant step); steps seen: {bad}")
+        raise ValueError(f"{name}: the index is not regular (strictly increasing, one constant step); "
+                         f"steps seen: {bad}")
     return pd.Timedelta(step)
 
 
