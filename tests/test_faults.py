@@ -377,6 +377,43 @@ def test_warnings_for_calls_larger_than_their_room(small_dict):
     assert "less than the smallest call ('huge', 500,000 kW): no call can be fully delivered" in warnings[0]
 
 
+def test_run_reads_call_rooms_from_its_twin_as_the_estimate_does(small_dict):
+    # run_scenario no longer simulates the twin's path before the run: its twin measures each call's room at
+    # the call's start tick. Both are the same no-call path, so the numbers and the warnings must agree.
+    plant = build_plant(parse_scenario(small_dict))
+    hosted = np.unique(np.concatenate([f.bus_idx for f in plant.fleets]))
+    bus = int(plant.grid.bus_index[hosted[0]])
+    small_dict["dr_calls"] = [
+        {"id": "feeder", "direction": "reduce", "p_kw": 5000, "start_s": 3600, "end_s": 5400, "buses": [bus]},
+        {"id": "soak", "direction": "increase", "p_kw": 10, "start_s": 1800, "end_s": 2400},
+    ]
+    small_dict["grid"]["power_flow"] = False
+    sc = parse_scenario(small_dict)
+    expected = estimate_call_room(build_plant(sc), sc.time.dt_s)
+    before = plant_warnings(build_plant(sc), sc.time)
+    from vpp.run import run_scenario as run
+
+    from vpp.dispatch.portfolio import Portfolio  # noqa: F401  (the engine's own import path)
+    import vpp.sim.engine as engine_mod
+
+    seen = {}
+    original = engine_mod.Engine.run
+
+    def spy(self, on_tick):
+        original(self, on_tick)
+        seen.update(self.call_room)
+
+    engine_mod.Engine.run = spy
+    try:
+        res = run(sc)
+    finally:
+        engine_mod.Engine.run = original
+    for c, (room_kw, down_kw, up_kw) in zip(sc.dr_calls, expected):
+        got = seen[c.id]
+        assert got == pytest.approx((room_kw, down_kw, up_kw), rel=1e-12, abs=1e-9), c.id
+    assert res.summary["warnings"] == before and len(before) == 1
+
+
 def test_validate_and_run_print_warnings(tmp_path, small_dict):
     small_dict["time"]["duration_s"] = 5400
     small_dict["grid"]["power_flow"] = False

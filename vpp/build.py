@@ -19,7 +19,9 @@ from vpp.scenario.load import ScenarioError
 from vpp.scenario.schema import Scenario
 from vpp.scenario.series import build_background, fleet_inputs, read_prices
 
-__all__ = ["Plant", "build_plant", "build_grid", "bus_positions", "estimate_call_room", "plant_warnings"]
+__all__ = [
+    "Plant", "build_plant", "build_grid", "bus_positions", "estimate_call_room", "plant_warnings", "call_room_warnings",
+]
 
 # Child-seed slots after the fleets' own (fleet i uses slot i).
 _SLOT_LINKS = 0
@@ -217,33 +219,47 @@ def plant_warnings(plant: Plant, time=None) -> list[str]:
     Always: what reading input files adjusted or dropped (sessions outside
     the run, ...), and a DR call whose target buses host no devices. With ``time`` (the
     scenario's :class:`~vpp.scenario.schema.TimeConfig`), also what needs an
-    estimate of flexibility (:func:`estimate_call_room`): a call larger than
-    the room its targets offer at its start, and a plant whose whole room at
-    every call's start is below the smallest call.
+    estimate of flexibility (:func:`estimate_call_room`, see
+    :func:`call_room_warnings`).
     """
+    out = list(plant.notes) + [line for _, line in _empty_target_warnings(plant)]
+    if time is None or not plant.calls:
+        return out
+    return out + call_room_warnings(plant, estimate_call_room(plant, time.dt_s))
+
+
+def _empty_target_warnings(plant: Plant) -> list[tuple[str, str]]:
     n_bus = plant.grid.n_bus
     hosted = np.zeros(n_bus, dtype=bool)
     for f in plant.fleets:
         hosted[f.bus_idx] = True
-    out = list(plant.notes)
-    empty = set()
-    for c in plant.calls:
-        if not (hosted & c.bus_mask(n_bus)).any():
-            empty.add(c.call_id)
-            out.append(f"dr call {c.call_id!r}: its target buses host no devices; it will deliver 0 kW")
-    if time is None or not plant.calls:
-        return out
-    rooms = estimate_call_room(plant, time.dt_s)
+    return [(c.call_id, f"dr call {c.call_id!r}: its target buses host no devices; it will deliver 0 kW")
+            for c in plant.calls if not (hosted & c.bus_mask(n_bus)).any()]
+
+
+def call_room_warnings(plant: Plant, rooms) -> list[str]:
+    """A call larger than the room its targets offer at its start, and a plant short of every call.
+
+    ``rooms`` gives, per call of ``plant.calls`` (in order), ``(room_kw,
+    down_kw, up_kw)`` at its start tick with no earlier call, or ``None`` where
+    it is unknown (a run that stopped before the call): from
+    :func:`estimate_call_room` before a run, or from the no-call twin during it
+    (:attr:`vpp.sim.engine.Engine.call_room`), which is the same path.
+    """
+    known = [(c, r) for c, r in zip(plant.calls, rooms) if r is not None]
+    if not known:
+        return []
+    empty = {cid for cid, _ in _empty_target_warnings(plant)}
     smallest = min(plant.calls, key=lambda c: c.p_kw)
-    best_kw = max(max(down_kw, up_kw) for _, down_kw, up_kw in rooms)
-    if best_kw < smallest.p_kw:
+    best_kw = max(max(down_kw, up_kw) for _, (_, down_kw, up_kw) in known)
+    if len(known) == len(plant.calls) and best_kw < smallest.p_kw:
         # Every call is then short of room too: one line says it for all of them.
-        out.append(
+        return [
             f"the whole plant offers at most {best_kw:,.0f} kW at the start of any call, less than the smallest "
             f"call ({smallest.call_id!r}, {smallest.p_kw:,.0f} kW): no call can be fully delivered"
-        )
-        return out
-    for c, (room_kw, _, _) in zip(plant.calls, rooms):
+        ]
+    out = []
+    for c, (room_kw, _, _) in known:
         if c.call_id not in empty and c.p_kw > room_kw * (1.0 + 1e-9):
             where = "its target buses offer" if c.bus_idx is not None else "the whole plant offers"
             out.append(

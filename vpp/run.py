@@ -29,7 +29,7 @@ from importlib import metadata
 import numpy as np
 import pandas as pd
 
-from vpp.build import build_plant, plant_warnings
+from vpp.build import build_plant, call_room_warnings, plant_warnings
 from vpp.dispatch import Portfolio, get_allocator
 from vpp.fleets.registry import KINDS
 from vpp.metrics.columns import PRICE
@@ -144,7 +144,10 @@ def run_scenario(
     :class:`RunInterrupted`. ``strict`` makes the first tick whose power flow
     does not converge fatal (:class:`GridNotConverged`). ``warn(line)`` gets
     each warning about valid but suspicious input (see
-    :func:`vpp.build.plant_warnings`) before the first tick; they are also in
+    :func:`vpp.build.plant_warnings`) before the first tick, except that a
+    call larger than the room at its start is found by the no-call twin when
+    the run reaches it (the same path :func:`vpp.build.estimate_call_room`
+    would simulate beforehand) and reported after the run; all are also in
     ``summary["warnings"]``.
 
     Raises :class:`ScenarioError` before any work when the scenario cannot run
@@ -153,7 +156,8 @@ def run_scenario(
     """
     wall_start = time.perf_counter()
     plant = build_plant(scenario)
-    warnings = plant_warnings(plant, scenario.time)
+    # With a twin, the run itself measures each call's room at its start: no pre-run simulation.
+    warnings = plant_warnings(plant, None if scenario.measurement.twin else scenario.time)
     if warn is not None:
         for line in warnings:
             warn(line)
@@ -255,6 +259,12 @@ def run_scenario(
         stopped_by = "error"
         t_fail = recorder.n_done * t.dt_s
         error = f"{type(exc).__name__} in the tick at t_s={t_fail:g}: {exc}"
+    if engine.twin is not None:
+        late = call_room_warnings(plant, [engine.call_room.get(c.call_id) for c in calls])
+        warnings = warnings + late
+        if warn is not None:
+            for line in late:
+                warn(line)
     wall_s = time.perf_counter() - wall_start
     results = _collect(scenario, plant, recorder, engine, kinds, wall_s, build_s, error, stopped_by, warnings,
                        convergence)

@@ -85,14 +85,22 @@ class Twin:
         self.states: list[FleetState] = [f.initial_state() for f in self.fleets]
         self.work = [f.new_workspace() for f in self.fleets]
 
-    def step(self, t_s: float, dt_s: float) -> list[np.ndarray]:
-        """Run the tick at default power; return each fleet's power per device [kW]."""
+    def step(self, t_s: float, dt_s: float, n_bus: int | None = None) -> tuple[list[np.ndarray], list | None]:
+        """Run the tick at default power; return each fleet's power per device [kW].
+
+        With ``n_bus``, also the room the twin offers at the tick start, summed
+        per bus: ``[down_kw, up_kw]`` arrays [kW] (else ``None``).
+        """
         out = []
+        room = [np.zeros(n_bus), np.zeros(n_bus)] if n_bus is not None else None
         for f, s, ws in zip(self.fleets, self.states, self.work):
             f.advance(s, t_s, dt_s)
             env = f.flexibility(s, t_s, dt_s, ws)
+            if room is not None:
+                room[0] += np.bincount(f.bus_idx, weights=env.down_kw, minlength=n_bus)
+                room[1] += np.bincount(f.bus_idx, weights=env.up_kw, minlength=n_bus)
             out.append(f.step(s, env.p_default_kw, t_s, dt_s, env))
-        return out
+        return out, room
 
 
 class Engine:
@@ -137,6 +145,12 @@ class Engine:
             self.platform.to_operator[op.name] = link(op.inbox)
         self._call_pos = {c.call_id: j for j, c in enumerate(self.calls)}
         self.ticks_done = 0
+        # The room each scheduled call's targets offer at its start tick, read from the twin (the
+        # no-call path, so it is the room before any call draws on it): (room_kw, down_kw, up_kw) [kW].
+        self.call_room: dict[str, tuple[float, float, float]] = {}
+        self._room_ticks: dict[int, list[DRCall]] = {}
+        for c in self.calls:
+            self._room_ticks.setdefault(int(np.floor(c.start_s / self.dt_s + 1e-9)), []).append(c)
 
     def _register(self, call: DRCall) -> None:
         """A call raised during the run: a new one, or a modification of one already known (same id)."""
@@ -189,7 +203,13 @@ class Engine:
             p_fleet, p_fleet_bus = self._per_bus(plant_p_kw)
             p_twin = p_twin_bus = None
             if self.twin is not None:
-                p_twin, p_twin_bus = self._per_bus(self.twin.step(t_s, dt_s))
+                starting = self._room_ticks.get(i)
+                p_twin_kw, room = self.twin.step(t_s, dt_s, self.n_bus if starting else None)
+                p_twin, p_twin_bus = self._per_bus(p_twin_kw)
+                for c in starting or ():
+                    room_bus = room[0] if c.delta_kw < 0.0 else room[1]
+                    self.call_room[c.call_id] = (float(room_bus[c.bus_mask(self.n_bus)].sum()),
+                                                 float(room[0].sum()), float(room[1].sum()))
             frac = np.array([c.overlap_s(t_s, t_end) / dt_s for c in self.calls])
             requested = np.array([c.p_kw for c in self.calls]) * frac if n_call else np.zeros(0)
             down_kw = sum(float(op.flex.down_kw.sum()) for op in self.operators)
