@@ -288,3 +288,63 @@ def test_empty_basestation_fleet():
     state = fleet.initial_state()
     assert fleet.step_default(state, 0.0, 60.0).shape == (0,)
     assert fleet.summary(state)["n_devices"] == 0
+
+
+# ------------------------------------------------------------------ compiled envelope (numba) against numpy
+
+needs_numba = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("numba") is None, reason="numba is not installed (extra 'fast')"
+)
+
+
+@needs_numba
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    n=st.sampled_from([0, 1, 2, 25]),
+    dt_s=st.sampled_from([1.0, 60.0, 300.0, 900.0]),
+    backup_h=st.floats(0.0, 8.0),
+    soc_min=st.floats(0.0, 0.5),
+    eta=st.floats(0.8, 1.0),
+    clock_start_h=st.floats(0.0, 23.99),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_numba_envelope_equals_numpy_along_random_runs(n, dt_s, backup_h, soc_min, eta, clock_start_h, seed):
+    """Two copies of a fleet's state, one stepped on each path under the same arbitrary setpoints: the
+    envelopes agree to 1e-9 every tick (sites below, at and above their floor included), and so do the states."""
+    rng = np.random.default_rng(seed)
+    p_idle = rng.uniform(1.0, 4.0, n)
+    p_busy = p_idle + rng.uniform(0.0, 6.0, n)
+    cap = rng.uniform(5.0, 40.0, n)
+    soc_init = np.where(rng.random(n) < 0.3, rng.choice([0.0, soc_min, 1.0], size=n), rng.uniform(0.0, 1.0, n))
+    fleet = _fleet(n, p_idle_kw=p_idle, p_busy_kw=p_busy, p_design_kw=p_busy * rng.uniform(0.5, 1.5, n), cap_kwh=cap,
+                   p_batt_max_kw=rng.uniform(0.5, 10.0, n), eta=eta, backup_h=backup_h, soc_min=soc_min, soc_max=1.0,
+                   soc_init=soc_init, traffic_profile="bs_traffic_urban", traffic_scale=rng.uniform(0.5, 1.5, n),
+                   clock_start_h=clock_start_h)
+    states = {False: fleet.initial_state(), True: fleet.initial_state()}
+    work = {False: fleet.new_workspace(), True: fleet.new_workspace()}
+    for i in range(24):
+        t_s = i * dt_s
+        envs = {}
+        for use_numba in (False, True):
+            fleet.use_numba = use_numba
+            fleet.advance(states[use_numba], t_s, dt_s)
+            envs[use_numba] = fleet.flexibility(states[use_numba], t_s, dt_s, work[use_numba])
+        for name in ("p_min_kw", "p_max_kw", "p_default_kw"):
+            np.testing.assert_allclose(getattr(envs[True], name), getattr(envs[False], name), rtol=1e-9, atol=1e-9,
+                                       err_msg=f"{name} at tick {i}")
+        assert np.all(envs[True].p_min_kw <= envs[True].p_default_kw)
+        assert np.all(envs[True].p_default_kw <= envs[True].p_max_kw)
+        p_set = _setpoints(rng, envs[False])
+        for use_numba in (False, True):
+            fleet.use_numba = use_numba
+            fleet.step(states[use_numba], p_set.copy(), t_s, dt_s, envs[use_numba])
+        np.testing.assert_allclose(states[True].e_kwh, states[False].e_kwh, rtol=1e-9, atol=1e-9)
+
+
+@needs_numba
+def test_numba_envelope_of_an_empty_fleet():
+    fleet = _macro(0, 18.0, "bs_traffic_urban")
+    fleet.use_numba = True
+    state = fleet.initial_state()
+    fleet.advance(state, 0.0, 300.0)
+    assert fleet.flexibility(state, 0.0, 300.0).p_min_kw.shape == (0,)

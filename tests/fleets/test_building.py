@@ -287,3 +287,80 @@ def test_empty_building_fleet():
     assert fleet.step(state, np.zeros(0), 0.0, 300.0, env).shape == (0,)
     assert fleet.step_default(state, 300.0, 300.0).shape == (0,)
     assert fleet.summary(state)["n_devices"] == 0
+
+
+# ------------------------------------------------------------------ compiled envelope (numba) against numpy
+
+needs_numba = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("numba") is None, reason="numba is not installed (extra 'fast')"
+)
+WORK = ("a", "hvac_min", "hvac_max", "hvac_def", "b_def", "b_min", "b_max")  # what the step reads back
+
+
+@needs_numba
+@settings(max_examples=30, deadline=None, database=None)
+@given(
+    n=st.sampled_from([0, 1, 2, 20]),
+    dt_s=st.sampled_from([1.0, 60.0, 300.0, 900.0]),
+    band=st.tuples(st.floats(19.0, 29.0), st.floats(0.5, 6.0)),
+    clock_start_h=st.floats(0.0, 23.99),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_numba_envelope_equals_numpy_along_random_runs(n, dt_s, band, clock_start_h, seed):
+    """Two copies of a fleet's state, one stepped on each path under the same arbitrary setpoints: the
+    envelope and the HVAC and battery parts the step reads back agree to 1e-9 every tick, and so do the
+    states (PV, batteries, undersized units and unreachable bands included)."""
+    rng = np.random.default_rng(seed)
+    t_min, width = band
+    fleet = _office(
+        n, clock_start_h=clock_start_h, t_in_init_c=rng.uniform(t_min - 1.0, t_min + width + 1.0, n),
+        size=rng.uniform(0.5, 1.5, n), hvac_factor=rng.uniform(0.1, 1.5, n),
+        pv=(rng.random(n) < 0.5).astype(float), batt=(rng.random(n) < 0.5).astype(float),
+        t_set_c=rng.uniform(t_min, t_min + width, n), t_min_c=t_min, t_max_c=t_min + width,
+        soc_init=rng.uniform(0.1, 0.95, n),
+    )
+    states = {False: fleet.initial_state(), True: fleet.initial_state()}
+    work = {False: fleet.new_workspace(), True: fleet.new_workspace()}
+    for i in range(24):
+        t_s = i * dt_s
+        envs = {}
+        for use_numba in (False, True):
+            fleet.use_numba = use_numba
+            fleet.advance(states[use_numba], t_s, dt_s)
+            envs[use_numba] = fleet.flexibility(states[use_numba], t_s, dt_s, work[use_numba])
+        for name in ("p_min_kw", "p_max_kw", "p_default_kw"):
+            np.testing.assert_allclose(getattr(envs[True], name), getattr(envs[False], name), rtol=1e-9, atol=1e-9,
+                                       err_msg=f"{name} at tick {i}")
+        for name in WORK:
+            np.testing.assert_allclose(getattr(work[True], name), getattr(work[False], name), rtol=1e-9, atol=1e-9,
+                                       err_msg=f"work {name} at tick {i}")
+        assert np.all(envs[True].p_min_kw <= envs[True].p_default_kw)
+        assert np.all(envs[True].p_default_kw <= envs[True].p_max_kw)
+        p_set = _setpoints(rng, envs[False])
+        for use_numba in (False, True):
+            fleet.use_numba = use_numba
+            fleet.step(states[use_numba], p_set.copy(), t_s, dt_s, envs[use_numba])
+        for name in ("t_in_c", "e_batt_kwh", "p_hvac_kw", "p_batt_kw"):
+            np.testing.assert_allclose(getattr(states[True], name), getattr(states[False], name), rtol=1e-9,
+                                       atol=1e-9, err_msg=f"state {name} at tick {i}")
+
+
+@needs_numba
+@pytest.mark.parametrize("dt_s", [60.0, 300.0])
+def test_rc_coefficient_is_recomputed_when_the_tick_length_changes(dt_s):
+    fleet = _office(3, clock_start_h=12.0, t_in_init_c=np.full(3, 24.0), size=np.array([0.5, 1.0, 1.5]))
+    fleet.use_numba = True
+    state = fleet.initial_state()
+    for dt in (dt_s, 2 * dt_s, dt_s):
+        fleet.advance(state, 0.0, dt)
+        env = fleet.flexibility(state, 0.0, dt)
+        np.testing.assert_array_equal(env.work.a, np.exp(-(dt / S_PER_H) / (fleet.r_k_per_kw * fleet.c_kwh_per_k)))
+
+
+@needs_numba
+def test_numba_envelope_of_an_empty_fleet():
+    fleet = _office(0, clock_start_h=0.0, t_in_init_c=np.zeros(0))
+    fleet.use_numba = True
+    state = fleet.initial_state()
+    fleet.advance(state, 0.0, 300.0)
+    assert fleet.flexibility(state, 0.0, 300.0).p_min_kw.shape == (0,)

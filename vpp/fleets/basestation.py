@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from vpp.fleets.base import Fleet, FleetState, KindSpec, Workspace
 from vpp.fleets.config import MAX_DEVICE_KW, MAX_DEVICE_KWH, MAX_HOURS, Efficiency, FleetConfigBase, Fraction, one_of, real
-from vpp.fleets.kernels import backup_reserve_kwh, battery_power_bounds
+from vpp.fleets.kernels import NUMBA_AVAILABLE, backup_reserve_kwh, battery_power_bounds
 from vpp.fleets.parameters import BASESTATION_PARAMETERS, BaseStationParameters
 from vpp.profiles import PROFILES, get_profile
 from vpp.units import hour_of_day
@@ -93,6 +93,7 @@ class BaseStationFleet(Fleet):
         self.reserve_kwh = p(backup_reserve_kwh(self.backup_h, self.p_design_kw, self.eta))
         self.floor_kwh = p(np.maximum(self.reserve_kwh, self.soc_min * self.cap_kwh))
         self.e_max_kwh = p(self.soc_max * self.cap_kwh)
+        self.use_numba = NUMBA_AVAILABLE  # compiled envelope (vpp.fleets.kernels_numba_dispatch); False: numpy only
 
     def initial_state(self) -> BaseStationState:
         n = self.n
@@ -107,7 +108,19 @@ class BaseStationFleet(Fleet):
         s.p_site_kw *= self.p_busy_kw - self.p_idle_kw
         s.p_site_kw += self.p_idle_kw
 
-    def _envelope(self, s: BaseStationState, t_s: float, dt_s: float, ws: Workspace) -> None:
+    def _envelope(self, s: BaseStationState, t_s: float, dt_s: float, ws: Workspace) -> bool:
+        # The compiled pass pays from 10^3 sites up and costs a few microseconds below (benchmarks/bench_dispatch.py).
+        if self.use_numba:
+            from vpp.fleets.kernels_numba_dispatch import basestation_envelope  # imports numba on first call
+
+            basestation_envelope(s.e_kwh, s.p_site_kw, self.floor_kwh, self.e_max_kwh, self.p_batt_max_kw, self.eta,
+                                 dt_s / 3600.0, ws.p_min_kw, ws.p_max_kw, ws.p_default_kw)
+            return True  # the kernel applied the ordering guard
+        self._envelope_numpy(s, t_s, dt_s, ws)
+        return False
+
+    def _envelope_numpy(self, s: BaseStationState, t_s: float, dt_s: float, ws: Workspace) -> None:
+        """The envelope as whole-array numpy passes: the reference, and the path without numba."""
         dt_h = dt_s / 3600.0
         # Discharge within the rectifier limit, never exporting (at most the site load), never
         # below the floor; charge within the limit up to soc_max.

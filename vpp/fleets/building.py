@@ -38,6 +38,7 @@ from vpp.fleets.config import (
     series_or_profile,
 )
 from vpp.fleets.kernels import (
+    NUMBA_AVAILABLE,
     battery_energy_step,
     battery_loss_kwh,
     battery_power_bounds,
@@ -76,7 +77,7 @@ class BuildingFleet(Fleet):
     """Buildings with cooling HVAC and, for some, PV and a battery."""
 
     kind = "building"
-    work_names = ("a", "hvac_min", "hvac_max", "hvac_def", "b_def", "tmp")
+    work_names = ("a", "hvac_min", "hvac_max", "hvac_def", "b_def", "b_min", "b_max", "tmp")
     twin_cost_keys = ("e_stored_kwh", "comfort_violation_kh")
 
     def __init__(
@@ -136,6 +137,8 @@ class BuildingFleet(Fleet):
         # PV output per rated power at scenario time t_s [kW/kWp], e.g. a file's tick means; replaces the profile.
         self.irradiance_kw_per_kwp = irradiance_kw_per_kwp
         self.clock_start_h = float(clock_start_h)
+        self.use_numba = NUMBA_AVAILABLE  # compiled envelope (vpp.fleets.kernels_numba_dispatch); False: numpy only
+        self._rc_a: tuple[float, np.ndarray] | None = None  # (dt_h, rc_coefficient) of the last tick length
 
     def initial_state(self) -> BuildingState:
         n = self.n
@@ -163,7 +166,36 @@ class BuildingFleet(Fleet):
         )
         np.clip(p_kw, 0.0, self.p_hvac_max_kw, out=out)
 
-    def _envelope(self, s: BuildingState, t_s: float, dt_s: float, ws: Workspace) -> None:
+    def _envelope(self, s: BuildingState, t_s: float, dt_s: float, ws: Workspace) -> bool:
+        # The compiled pass pays from 10^2 buildings up and costs a few microseconds below
+        # (benchmarks/bench_dispatch.py), so there is no size threshold.
+        if self.use_numba:
+            from vpp.fleets.kernels_numba_dispatch import building_envelope  # imports numba on first call
+
+            building_envelope(
+                s.t_in_c, s.t_out_c, s.q_gain_kw, s.p_base_kw, s.p_pv_kw, s.e_batt_kwh, self.cop, self.r_k_per_kw,
+                self._rc_coefficient(dt_s / S_PER_H), self.p_hvac_max_kw, self.t_set_c, self.t_min_c, self.t_max_c, self.e_batt_min_kwh,
+                self.e_batt_max_kwh, self.p_batt_max_kw, self.batt_eta, dt_s / S_PER_H, ws.a, ws.hvac_min,
+                ws.hvac_max, ws.hvac_def, ws.b_def, ws.b_min, ws.b_max, ws.p_min_kw, ws.p_max_kw, ws.p_default_kw,
+            )
+            return True  # the kernel applied the ordering guard
+        self._envelope_numpy(s, t_s, dt_s, ws)
+        return False
+
+    def _rc_coefficient(self, dt_h: float) -> np.ndarray:
+        """:func:`rc_coefficient` of every building for ticks of ``dt_h`` [h], computed once per tick length.
+
+        R and C are frozen, so this never changes during a run; recomputing an
+        ``exp`` per building every tick was half the compiled envelope's time.
+        """
+        if self._rc_a is None or self._rc_a[0] != dt_h:
+            a = rc_coefficient(self.r_k_per_kw, self.c_kwh_per_k, dt_h)
+            a.flags.writeable = False
+            self._rc_a = (dt_h, a)
+        return self._rc_a[1]
+
+    def _envelope_numpy(self, s: BuildingState, t_s: float, dt_s: float, ws: Workspace) -> None:
+        """The envelope as whole-array numpy passes: the reference, and the path without numba."""
         dt_h = dt_s / S_PER_H
         ws.a[:] = rc_coefficient(self.r_k_per_kw, self.c_kwh_per_k, dt_h)
         self._hvac_for(s, self.t_max_c, ws.a, ws.hvac_min)
@@ -185,7 +217,8 @@ class BuildingFleet(Fleet):
         ws.p_max_kw += b_max
         np.add(fixed, ws.hvac_def, out=ws.p_default_kw)
         ws.p_default_kw += ws.b_def
-        # The battery bounds are kept for the step (the workspace holds them until the next envelope).
+        # The battery bounds are kept for the step (the workspace holds them until the next envelope); the
+        # fresh arrays replace the workspace's own (which only the compiled path writes into), no copy.
         ws.b_min, ws.b_max = b_min, b_max
 
     def _integrate(self, s: BuildingState, p_kw: np.ndarray, t_s: float, dt_h: float, ws: Workspace) -> None:
