@@ -263,7 +263,7 @@ def bench(
         "bench.json"),
     max_n: Annotated[Optional[int], typer.Option("--max-n", min=1, help="largest number of devices")] = None,
 ) -> None:
-    """Measure aggregation latency, throughput and a per-device SimPy baseline on this machine."""
+    """Measure aggregation latency, memory, throughput and per-device baselines (SimPy; ACN-Sim if installed)."""
     from vpp.bench import format_table, run_bench, write_json, write_plot
 
     if out.suffix.lower() != ".json":
