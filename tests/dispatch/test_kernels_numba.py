@@ -84,22 +84,6 @@ def test_compiled_aggregation_equals_bincount_to_the_bit(n, n_bus, seed):
 
 
 @needs_numba
-@pytest.mark.parametrize("n_chunks", [1, 2, 3, 8])
-@pytest.mark.parametrize("n", [0, 1, 7, 1000])
-def test_parallel_aggregation_equals_serial(n, n_chunks):
-    from vpp.dispatch import kernels_numba
-
-    rng = np.random.default_rng(n + n_chunks)
-    bus = rng.integers(0, 5, n)
-    env = _envelope(rng, n)
-    ref = aggregate_by_bus(bus, env, 5)
-    got = [np.empty(5) for _ in range(3)]
-    kernels_numba.aggregate_by_bus_parallel(bus, env.p_min_kw, env.p_max_kw, env.p_default_kw, *got, n_chunks)
-    for a, name in zip(got, ("p_default_kw", "down_kw", "up_kw")):
-        np.testing.assert_allclose(a, getattr(ref, name), rtol=TOL, atol=TOL * 100.0, err_msg=name)
-
-
-@needs_numba
 @pytest.mark.parametrize("bad", [-1, 3])
 def test_compiled_aggregation_rejects_a_bus_outside_the_output(bad):
     from vpp.dispatch import kernels_numba
@@ -108,9 +92,12 @@ def test_compiled_aggregation_rejects_a_bus_outside_the_output(bad):
     bus = np.array([0, 1, bad, 2])
     with pytest.raises(IndexError):
         aggregate_by_bus(bus, env, 3, use_numba=True)
-    with pytest.raises(IndexError):
-        kernels_numba.aggregate_by_bus_parallel(bus, env.p_min_kw, env.p_max_kw, env.p_default_kw,
-                                                np.empty(3), np.empty(3), np.empty(3), 2)
+    # The compiled splits check too (the portfolio checks its bus indices once, when built).
+    p_min, p_max = np.full(4, -1.0), np.full(4, 1.0)
+    for split, args in ((kernels_numba.split_pro_rata, (np.zeros(0, np.intp), True)),
+                        (kernels_numba.split_merit_order, (np.arange(4),))):
+        with pytest.raises(IndexError):
+            split(-1e9, np.zeros(4), p_min, p_max, bus, *args, np.zeros(3))
 
 
 def test_portfolio_rejects_bus_indices_outside_the_grid():

@@ -14,6 +14,12 @@ allocated. Each function computes the same numbers as its numpy reference
 :func:`vpp.dispatch.allocation.merit_order` inside :meth:`vpp.dispatch.Portfolio.setpoints`),
 to round-off; tests/dispatch/test_kernels_numba.py keeps them in agreement.
 
+Serial on purpose: a threaded (``parallel=True``) aggregation over two chunks
+saved 0.5 ms at 10^6 devices on this 2-core machine (1.5 -> 1.0 ms) and cost
+more than it saved below about 5e4 devices; with OpenMP threads that
+busy-wait and are not fork-safe (sweeps fork workers) that is not worth it.
+benchmarks/bench_dispatch.py keeps measuring it.
+
 Units: powers [kW], load convention (a negative request reduces load).
 """
 
@@ -22,7 +28,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["aggregate_by_bus", "aggregate_by_bus_parallel", "split_pro_rata", "split_merit_order"]
+__all__ = ["aggregate_by_bus", "split_pro_rata", "split_merit_order"]
 
 
 @numba.njit(cache=True)
@@ -45,43 +51,6 @@ def aggregate_by_bus(bus_idx, p_min_kw, p_max_kw, p_default_kw, p_default_bus_kw
         p_default_bus_kw[b] += d
         down_bus_kw[b] += d - p_min_kw[i]
         up_bus_kw[b] += p_max_kw[i] - d
-
-
-@numba.njit(cache=True, parallel=True)
-def aggregate_by_bus_parallel(bus_idx, p_min_kw, p_max_kw, p_default_kw, p_default_bus_kw, down_bus_kw, up_bus_kw,
-                              n_chunks):
-    """:func:`aggregate_by_bus` over ``n_chunks`` contiguous device ranges in parallel threads.
-
-    Each chunk sums into its own row and the rows are added at the end, so the
-    result differs from the serial one by round-off (summation order) only.
-    """
-    n = bus_idx.shape[0]
-    n_bus = p_default_bus_kw.shape[0]
-    part = np.zeros((n_chunks, 3, n_bus))
-    bad = np.zeros(n_chunks, dtype=np.bool_)
-    for c in numba.prange(n_chunks):
-        lo = c * n // n_chunks
-        hi = (c + 1) * n // n_chunks
-        acc = part[c]
-        for i in range(lo, hi):
-            b = bus_idx[i]
-            if b < 0 or b >= n_bus:
-                bad[c] = True  # raising inside a prange body is not supported; checked below
-                break
-            d = p_default_kw[i]
-            acc[0, b] += d
-            acc[1, b] += d - p_min_kw[i]
-            acc[2, b] += p_max_kw[i] - d
-    if bad.any():
-        raise IndexError("bus index outside [0, n_bus)")
-    p_default_bus_kw[:] = 0.0
-    down_bus_kw[:] = 0.0
-    up_bus_kw[:] = 0.0
-    for c in range(n_chunks):
-        for b in range(n_bus):
-            p_default_bus_kw[b] += part[c, 0, b]
-            down_bus_kw[b] += part[c, 1, b]
-            up_bus_kw[b] += part[c, 2, b]
 
 
 @numba.njit(cache=True)
