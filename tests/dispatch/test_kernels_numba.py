@@ -178,7 +178,6 @@ def test_any_other_allocator_is_split_by_numpy_with_numba_on():
 
     pf = _portfolio(bus, 3, 0.0, "pro_rata")
     pf.allocator = everything_from_device_0
-    pf._compiled_split = None
     env = _envelope(rng, 20)
     pf.use_numba = True
     p_kw, _ = pf.setpoints(env, [(DRCall("c", Direction.REDUCE, 1.0, 0.0, 600.0, 0.0), -1.0)])

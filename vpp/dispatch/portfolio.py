@@ -27,6 +27,7 @@ __all__ = ["Portfolio"]
 
 _ALL = slice(None)  # the selection of a call that targets every device
 _NO_IDX = np.zeros(0, dtype=np.intp)  # the compiled pro-rata split's index argument when every device is targeted
+_COMPILED_SPLITS = (("pro_rata", pro_rata), ("merit_order", merit_order))  # strategies with a compiled split
 
 
 class Portfolio:
@@ -54,7 +55,7 @@ class Portfolio:
         self.cost_cny_per_kwh.flags.writeable = False
         self._bounds = np.cumsum([0] + [f.n for f in self.fleets])
         self._targets: dict[tuple[str, int], np.ndarray | slice] = {}
-        self._merit: dict[tuple[str, int], np.ndarray] = {}
+        self._merit: dict[tuple[str, int] | None, np.ndarray] = {}  # None: every device
         n = self.n
         self._env = Envelope(np.zeros(n), np.zeros(n), np.zeros(n))
         self._work = [
@@ -65,8 +66,6 @@ class Portfolio:
         self._p_set_kw = np.zeros(n)
         self._p_kw = np.zeros(n)
         self._fleet_envs: list[Envelope] = []
-        # Which compiled split stands for the allocator (None: any other callable, split by numpy).
-        self._compiled_split = {pro_rata: "pro_rata", merit_order: "merit_order"}.get(allocator)
         self.use_numba = NUMBA_AVAILABLE
         """Compiled per-bus sums and split (:mod:`vpp.dispatch.kernels_numba`); ``False``: numpy only."""
 
@@ -120,8 +119,11 @@ class Portfolio:
         return np.arange(self.n) if isinstance(sel, slice) else sel
 
     def _merit_order(self, call: DRCall, sel: np.ndarray | slice) -> np.ndarray:
-        """The call's devices, cheapest first, ties in device order (cached per call: costs are frozen)."""
-        key = (call.call_id, call.modification)
+        """The call's devices, cheapest first, ties in device order (cached per call: costs are frozen).
+
+        Every whole-VPP call shares one order.
+        """
+        key = None if isinstance(sel, slice) else (call.call_id, call.modification)
         order = self._merit.get(key)
         if order is None:
             if isinstance(sel, slice):
@@ -143,7 +145,9 @@ class Portfolio:
         p_kw = self._p_set_kw
         np.copyto(p_kw, env.p_default_kw)
         instructed: dict[str, np.ndarray] = {}
-        compiled = self._compiled_split if self.use_numba else None
+        # The compiled split stands in for the built-in strategies only; any other callable runs as given.
+        # (Matched by identity: an allocator need not be hashable.)
+        compiled = next((k for k, f in _COMPILED_SPLITS if f is self.allocator), None) if self.use_numba else None
         for call, delta_kw in requests:
             if delta_kw == 0.0:
                 continue
