@@ -271,3 +271,27 @@ def test_state_equals_is_bit_identity():
     s.e_kwh[1] = np.nan
     assert s.equals(s.copy())
     assert not s.equals(object())
+
+
+@pytest.mark.parametrize("which", FLEETS, ids=FLEET_IDS)
+@settings(max_examples=10, deadline=None, database=None)
+@given(**_common, n_steps=st.integers(1, 40))
+def test_run_default_is_step_at_default_bit_for_bit(which, n, seed, dt_s, clock_start_h, warm_up, n_steps):
+    """The twin's shortcut (Fleet.run_default: no bounds where a kind can skip them) moves a state exactly as
+    flexibility + step at p_default_kw does: same powers and same state, bit for bit, tick after tick."""
+    kind, variant = which
+    fleet = _build(kind, variant, n, seed, clock_start_h)
+    rng = np.random.default_rng(seed)
+    state = fleet.initial_state()
+    t0 = _warm_up(fleet, state, rng, warm_up, dt_s)
+    ref, got = state.copy(), state.copy()
+    ws_ref, ws_got = fleet.new_workspace(), fleet.new_workspace()
+    for k in range(n_steps):
+        t_s = t0 + k * dt_s
+        fleet.advance(ref, t_s, dt_s)
+        fleet.advance(got, t_s, dt_s)
+        env = fleet.flexibility(ref, t_s, dt_s, ws_ref)
+        p_ref = np.array(fleet.step(ref, env.p_default_kw, t_s, dt_s, env), copy=True)
+        p_got = fleet.run_default(got, t_s, dt_s, ws_got)
+        assert p_got.tobytes() == p_ref.tobytes(), (kind, k)
+        assert got.equals(ref), (kind, k)

@@ -242,6 +242,29 @@ class Fleet(ABC):
         env = self.flexibility(state, t_s, dt_s)
         return self.step(state, env.p_default_kw, t_s, dt_s, env)
 
+    def run_default(self, state: FleetState, t_s: float, dt_s: float, work: Workspace | None = None) -> np.ndarray:
+        """Run the (already advanced) tick at default power [kW]: what :meth:`step` does at ``p_default_kw``.
+
+        For a plant nobody dispatches (the no-call twin): a kind whose
+        :meth:`_default_power` computes the default without the rest of the
+        envelope skips the bounds; the powers and the new state are the same
+        numbers either way (tests/fleets/test_base.py).
+        """
+        ws = self._ws if work is None else work
+        t_s, dt_s = float(t_s), float(dt_s)
+        if not self._default_power(state, t_s, dt_s, ws):
+            env = self.flexibility(state, t_s, dt_s, ws)
+            return self.step(state, env.p_default_kw, t_s, dt_s, env)
+        np.copyto(state.p_kw, ws.p_default_kw)
+        self._integrate(state, state.p_kw, t_s, dt_s / S_PER_H, ws)
+        ws.key = None
+        return state.p_kw
+
+    def _default_power(self, state: FleetState, t_s: float, dt_s: float, ws: Workspace) -> bool:
+        """Write only the default power into ``ws.p_default_kw`` and return ``True``, if the kind can do that
+        more cheaply than the whole envelope (which it must equal); ``False``: not supported."""
+        return False
+
     @abstractmethod
     def _advance(self, state: FleetState, t_s: float, dt_s: float) -> None:
         """Apply bulk events (arrivals, departures, profile values) up to ``t_s``."""

@@ -498,6 +498,18 @@ class EVFleet(Fleet):
         self._envelope_numpy(s, t_s, dt_s, ws)
         return False
 
+    def _default_power(self, s: EVState, t_s: float, dt_s: float, ws: Workspace) -> bool:
+        # Compiled only: the numpy envelope shares its temporaries between bounds, so a default-only numpy
+        # pass would save little. The twin's envelope was ~40 % of a city tick (issue 9 profile).
+        if not self.use_numba:
+            return False
+        from vpp.fleets.kernels_numba import ev_default_power
+
+        ev_default_power(s.plugged, s.t_arrival_s, s.t_departure_s, s.e_kwh, s.e_target_kwh, s.cap_kwh,
+                         s.p_accept_kw, self.p_rated_kw, self._knot_soc, self._knot_frac, self._frac_flat,
+                         self._soc_flat, self.eta, t_s, dt_s, ws.p_default_kw)
+        return True
+
     def _envelope_numba(self, s: EVState, t_s: float, dt_s: float, ws: Workspace) -> bool:
         """The envelope in one compiled pass over devices (same numbers as :meth:`_envelope_numpy`).
 

@@ -18,7 +18,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["ev_envelope", "ev_advance", "ev_integrate"]
+__all__ = ["ev_envelope", "ev_default_power", "ev_advance", "ev_integrate"]
 
 _S_PER_H = 3600.0  # vpp.units.S_PER_H, repeated: compiled code reads module globals as constants
 
@@ -115,6 +115,27 @@ def _interp(x, xp, fp):
     return (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]) * (x - xp[j]) + fp[j]
 
 
+@numba.njit(cache=True, inline="always")
+def _ev_p_max(e, e_tgt, cap, p_acc, p_rated, t_arr, t_dep, knot_soc, knot_frac, frac_flat, soc_flat, eta, t_s,
+              t_end_s, dt_h, inv_dt_s, inv_eta_dt_h):
+    """Full (default) power of one plugged charger for the tick, and the fraction of the tick it is present."""
+    # Fraction of the tick the vehicle is present [-].
+    frac = (min(t_dep, t_end_s) - max(t_arr, t_s)) * inv_dt_s
+    frac = min(max(frac, 0.0), 1.0)
+    e_rem = max(e_tgt - e, 0.0)
+    # Most the vehicle takes while present: flat part in closed form, the taper walk beyond it.
+    t_acc_h = frac * dt_h
+    e_acc = min(p_rated, p_acc * frac_flat) * t_acc_h * eta
+    if e + e_acc > cap * soc_flat:
+        if _live(e, cap, p_rated, p_acc, eta, t_acc_h):
+            moved = _taper_walk(e, cap, p_rated, p_acc, eta, t_acc_h, knot_soc, knot_frac, False)
+            e_acc = min(max(moved, 0.0), max(cap - e, 0.0))
+        else:
+            e_acc = 0.0
+    e_acc = min(e_acc, e_rem)
+    return min(e_acc * inv_eta_dt_h, frac * p_rated), frac
+
+
 @numba.njit(cache=True)
 def ev_envelope(plugged, t_arrival_s, t_departure_s, e_kwh, e_target_kwh, cap_kwh, p_accept_kw, p_rated_kw, v2g,
                 knot_soc, knot_frac, frac_flat, soc_flat, eta, soc_v2g_min, t_s, dt_s, p_min_kw, p_max_kw,
@@ -136,37 +157,23 @@ def ev_envelope(plugged, t_arrival_s, t_departure_s, e_kwh, e_target_kwh, cap_kw
             p_max_kw[i] = 0.0
             p_default_kw[i] = 0.0
             continue
-        on = 1.0
         is_v2g = 1.0 if v2g[i] else 0.0
         e, e_tgt, cap, p_acc, p_rated = e_kwh[i], e_target_kwh[i], cap_kwh[i], p_accept_kw[i], p_rated_kw[i]
-        # Fraction of the tick the vehicle is present [-].
-        frac = (min(t_departure_s[i], t_end_s) - max(t_arrival_s[i], t_s)) * inv_dt_s
-        frac = min(max(frac, 0.0), 1.0) * on
-        e_rem = max(e_tgt - e, 0.0) * on
-        # Most the vehicle takes while present: flat part in closed form, the taper walk beyond it.
-        t_acc_h = frac * dt_h
-        e_acc = min(p_rated, p_acc * frac_flat) * t_acc_h * eta
-        if plugged[i] and e + e_acc > cap * soc_flat:
-            if _live(e, cap, p_rated, p_acc, eta, t_acc_h):
-                moved = _taper_walk(e, cap, p_rated, p_acc, eta, t_acc_h, knot_soc, knot_frac, False)
-                e_acc = min(max(moved, 0.0), max(cap - e, 0.0))
-            else:
-                e_acc = 0.0
-        e_acc = min(e_acc, e_rem)
-        p_max = min(e_acc * inv_eta_dt_h, frac * p_rated)
+        p_max, frac = _ev_p_max(e, e_tgt, cap, p_acc, p_rated, t_arrival_s[i], t_departure_s[i], knot_soc, knot_frac,
+                                frac_flat, soc_flat, eta, t_s, t_end_s, dt_h, inv_dt_s, inv_eta_dt_h)
         # Laxity: lowest level from which full power after this tick still reaches the target [kWh].
         later_h = max(t_departure_s[i] - t_end_s, 0.0) * (1.0 / _S_PER_H)
         f_tgt = _interp(min(max(e_tgt / cap, 0.0), 1.0), knot_soc, knot_frac)
         bound = e_tgt - min(f_tgt * p_acc, p_rated) * later_h * eta
         e_start = e
-        if plugged[i] and (bound > e or v2g[i]):
+        if bound > e or v2g[i]:
             if _live(e_tgt, cap, p_rated, p_acc, eta, later_h):
                 moved = _taper_walk(e_tgt, cap, p_rated, p_acc, eta, later_h, knot_soc, knot_frac, True)
                 lowest = e_tgt - eta * p_rated * later_h
                 e_start = min(max(e_tgt - moved, lowest), e_tgt)
             else:
                 e_start = e_tgt
-        p_min = (e_start - e) * on * inv_eta_dt_h
+        p_min = (e_start - e) * inv_eta_dt_h
         p_min = min(max(p_min, 0.0), p_max)
         # V2G: discharge only what the session can win back and not below soc_v2g_min.
         floor = max(e_start, cap * soc_v2g_min)
@@ -177,6 +184,27 @@ def ev_envelope(plugged, t_arrival_s, t_departure_s, e_kwh, e_target_kwh, cap_kw
         p_min_kw[i] = p_min
         p_max_kw[i] = p_max
         p_default_kw[i] = p_max
+
+
+@numba.njit(cache=True)
+def ev_default_power(plugged, t_arrival_s, t_departure_s, e_kwh, e_target_kwh, cap_kwh, p_accept_kw, p_rated_kw,
+                     knot_soc, knot_frac, frac_flat, soc_flat, eta, t_s, dt_s, p_default_kw):
+    """Only the default power of :func:`ev_envelope` (the same numbers), for a plant nobody dispatches (the twin).
+
+    The default is full power, which never depends on the lower bound, so the
+    laxity walk and V2G bound are skipped.
+    """
+    dt_h = dt_s / _S_PER_H
+    t_end_s = t_s + dt_s
+    inv_dt_s = 1.0 / dt_s
+    inv_eta_dt_h = 1.0 / (eta * dt_h)
+    for i in range(plugged.shape[0]):
+        if not plugged[i]:
+            p_default_kw[i] = 0.0
+            continue
+        p_default_kw[i] = _ev_p_max(e_kwh[i], e_target_kwh[i], cap_kwh[i], p_accept_kw[i], p_rated_kw[i],
+                                    t_arrival_s[i], t_departure_s[i], knot_soc, knot_frac, frac_flat, soc_flat, eta,
+                                    t_s, t_end_s, dt_h, inv_dt_s, inv_eta_dt_h)[0]
 
 
 @numba.njit(cache=True)

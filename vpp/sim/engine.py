@@ -95,10 +95,13 @@ class Twin:
         room = [np.zeros(n_bus), np.zeros(n_bus)] if n_bus is not None else None
         for f, s, ws in zip(self.fleets, self.states, self.work):
             f.advance(s, t_s, dt_s)
+            if room is None:
+                # Nobody dispatches the twin: its bounds are needed only where a call starts.
+                out.append(f.run_default(s, t_s, dt_s, ws))
+                continue
             env = f.flexibility(s, t_s, dt_s, ws)
-            if room is not None:
-                room[0] += np.bincount(f.bus_idx, weights=env.down_kw, minlength=n_bus)
-                room[1] += np.bincount(f.bus_idx, weights=env.up_kw, minlength=n_bus)
+            room[0] += np.bincount(f.bus_idx, weights=env.down_kw, minlength=n_bus)
+            room[1] += np.bincount(f.bus_idx, weights=env.up_kw, minlength=n_bus)
             out.append(f.step(s, env.p_default_kw, t_s, dt_s, env))
         return out, room
 
