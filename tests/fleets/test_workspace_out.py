@@ -95,3 +95,19 @@ def test_a_portfolio_dispatched_fleet_allocates_no_workspace_of_its_own(fleets):
         env = pf.flexibility(states, k * 300.0, 300.0)
         pf.step(states, env.p_default_kw.copy(), k * 300.0, 300.0)
     assert all(f._ws is None for f in fleets)
+
+
+def test_a_fleet_without_its_own_workspace_yet_makes_one_on_first_use(fleets):
+    """Every entry point that defaults to the fleet's own workspace creates it lazily (every kind)."""
+    for f in fleets:
+        for call in ("flexibility", "step_default", "run_default"):
+            f._ws = None
+            s = f.initial_state()
+            f.advance(s, 0.0, 300.0)
+            if call == "flexibility":
+                f.flexibility(s, 0.0, 300.0)
+            elif call == "step_default":
+                f.step_default(s, 0.0, 300.0)
+            else:
+                f.run_default(s, 0.0, 300.0)
+            assert f._ws is not None, f"{f.kind}: {call}"

@@ -186,6 +186,14 @@ class Fleet(ABC):
         """
         return Workspace(self.n, self.work_names, out)
 
+    def _workspace(self, work: Workspace | None) -> Workspace:
+        """``work``, or the fleet's own workspace (made on first use)."""
+        if work is not None:
+            return work
+        if self._ws is None:
+            self._ws = self.new_workspace()
+        return self._ws
+
     @abstractmethod
     def initial_state(self) -> FleetState:
         """The state at ``t_s = 0``, before the first :meth:`advance`."""
@@ -200,11 +208,7 @@ class Fleet(ABC):
         The arrays live in ``work`` (default: the fleet's own workspace) and are
         overwritten by the next call on the same workspace.
         """
-        if work is None:
-            if self._ws is None:
-                self._ws = self.new_workspace()
-            work = self._ws
-        ws = work
+        ws = self._workspace(work)
         if not self._envelope(state, float(t_s), float(dt_s), ws):
             # Guard against float noise so that p_min <= p_default <= p_max holds exactly.
             np.maximum(ws.p_max_kw, ws.p_min_kw, out=ws.p_max_kw)
@@ -250,7 +254,7 @@ class Fleet(ABC):
         envelope skips the bounds; the powers and the new state are the same
         numbers either way (tests/fleets/test_base.py).
         """
-        ws = self._ws if work is None else work
+        ws = self._workspace(work)
         t_s, dt_s = float(t_s), float(dt_s)
         if not self._default_power(state, t_s, dt_s, ws):
             env = self.flexibility(state, t_s, dt_s, ws)
