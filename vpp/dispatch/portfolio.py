@@ -8,7 +8,8 @@ splits each request. With numba (:attr:`Portfolio.use_numba`), the per-bus sums
 and the split of the built-in strategies are compiled single passes
 (:mod:`vpp.dispatch.kernels_numba`); the numpy path is the reference and the
 path for any other allocator. A call targeting every device is split over the
-whole arrays, never through an index array.
+whole arrays, never gathered and scattered through an index array (merit order
+walks its cost order, sorted once per call and cached: costs are frozen).
 """
 
 from __future__ import annotations
