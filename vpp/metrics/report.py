@@ -34,7 +34,7 @@ from typing import Any
 
 from vpp.metrics.results import Results
 
-__all__ = ["MANIFEST", "OutputDirError", "check_out_dir", "write_results", "summary_table"]
+__all__ = ["MANIFEST", "OutputDirError", "check_out_dir", "write_results", "summary_table", "format_settlement"]
 
 MANIFEST = "manifest.json"
 """The file that marks a directory as one run's results and lists its files."""
@@ -323,3 +323,49 @@ def summary_table(results: Results) -> str:
     for w in s.get("warnings", []):
         lines.append(f"warning: {w}")
     return "\n".join(lines)
+
+
+def format_settlement(per_event: list[dict]) -> list[str]:
+    """Terminal lines for the settlement of each event (``per_event`` from :mod:`vpp.metrics.settle`).
+
+    One row per event: its tier and the baseline it settles on, delivered energy
+    against the twin and against that baseline, the performance ratio and net
+    money under the tier [CNY], avoided CO2 (against the twin) and
+    carbon-inclusive credits (against the settlement baseline); then one line
+    per event with each baseline's error against the twin (bias [kWh], relative
+    [%], RMSE [kW]), and the reasons of those unknown.
+    """
+    if not per_event:
+        return []
+    lines = [
+        "settlement (delivered: twin / settlement baseline; money and credits on the settlement baseline)",
+        f"{'event':<18}{'tier':<14}{'baseline':<15}{'twin kWh':>10}{'base kWh':>10}{'ratio':>7}{'net CNY':>11}"
+        f"{'CO2 kg':>9}{'tCO2e':>8}",
+    ]
+    for e in per_event:
+        st = e.get("settled") or {}
+        ratio = st.get("performance_ratio")
+        credits = (e.get("carbon_credits") or {}).get("credits_tco2e")
+        lines.append(
+            f"{e['id']:<18}{e['tier']:<14}{e['settlement_baseline']:<15}{_fmt(e.get('delivered_kwh_twin'), '>10,.0f')}"
+            f"{_fmt(st.get('delivered_kwh'), '>10,.0f')}{_fmt(None if ratio is None else 100 * ratio, '>6.1f')}%"
+            f"{_fmt(st.get('net_cny'), '>11,.0f')}{_fmt(e.get('avoided_co2_kg'), '>9,.0f')}{_fmt(credits, '>8.2f')}"
+        )
+    for e in per_event:
+        if not e.get("ok"):
+            lines.append(f"  {e['id']}: not settled: {e.get('reason')}")
+            continue
+        known, unknown = [], []
+        for name, b in (e.get("baselines") or {}).items():
+            if b.get("ok") and b.get("bias_kwh") is not None:
+                rel = b.get("rel_error")
+                known.append(f"{name} {b['bias_kwh']:+,.0f} kWh ({_fmt(None if rel is None else 100 * rel, '+.1f')} %,"
+                             f" rmse {_fmt(b.get('rmse_kw'), ',.0f')} kW)")
+            else:
+                unknown.append(b.get("reason") or f"{name}: unknown")
+        lines.append(f"  {e['id']} baseline - twin: " + ("; ".join(known) if known else "none known"))
+        for reason in unknown:
+            lines.append(f"    unknown {reason}")
+        for note in e.get("notes") or []:
+            lines.append(f"    note: {note}")
+    return lines
