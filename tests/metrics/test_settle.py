@@ -97,7 +97,8 @@ def test_hand_computed_delivery_revenue_and_co2():
     np.testing.assert_allclose(rows.requested_kw, 300.0)
     assert rows.net_cny.sum() == pytest.approx(500.0)
     assert rows.avoided_co2_kg.sum() == pytest.approx(400.0 * FACTOR)
-    assert rows.t_s.iloc[0] == 15 * DAY + 18 * 3600 and rows.timestamp.iloc[0] == START + pd.Timedelta(days=15, hours=18)
+    assert rows.t_s.iloc[0] == 15 * DAY + 18 * 3600
+    assert rows.timestamp.iloc[0] == START + pd.Timedelta(days=15, hours=18)
     assert per_interval[per_interval.settles].reference.unique().tolist() == ["last_5_days"]
 
 
