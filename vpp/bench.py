@@ -440,9 +440,10 @@ def simpy_baseline(sizes, n_ticks: int, budget_s: float, repeats: int = 3, vpp_f
                    say=None) -> dict:
     """EV AC piles, uncontrolled, no calls, no grid: one SimPy process per charger against vpp, per size.
 
-    The baseline runs at a size only if its predicted wall time (linear in N
-    from the last size it ran) is within ``budget_s``; vpp is measured at every
-    size. Returns the rows and the headline: ``vpp run``'s end-to-end ratio
+    The baseline runs at a size only if its predicted wall time is within
+    ``budget_s`` (:func:`_predict_s`: linear in N from the one size it ran, then
+    with the exponent measured between the last two, as SimPy's rate per
+    device-tick falls with N); vpp is measured at every size. Returns the rows and the headline: ``vpp run``'s end-to-end ratio
     (twin on) at the largest size the baseline ran, against issue 9's target.
     ``vpp_figures(n, n_ticks)`` (default :func:`vpp_ac_figures`) lets callers share
     vpp's measurements between baselines.
