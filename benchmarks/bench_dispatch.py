@@ -109,11 +109,16 @@ def _set_path(pf: Portfolio, path: str) -> None:
     pf.use_numba = path == "numba"
 
 
-def bench(kind: str, n: int, strategy: str, repeats: int, grid) -> dict:
+def evening(kind: str, n: int, grid):
+    """Fleets of ``kind`` driven to 19:00 and advanced into the tick (set-up, never timed)."""
     fleets, states = _evening(KIND_SPECS[kind](n), grid)
-    t_s = T_EVENING_S
     for f, s in zip(fleets, states):
-        f.advance(s, t_s, DT_S)
+        f.advance(s, T_EVENING_S, DT_S)
+    return fleets, states
+
+
+def bench(fleets, states, kind: str, strategy: str, repeats: int, grid) -> dict:
+    t_s = T_EVENING_S
     pf = Portfolio(fleets, len(grid.bus_index), get_allocator(strategy))
     old = OldDispatch(pf)
     _set_path(pf, "numpy")
@@ -139,7 +144,7 @@ def bench(kind: str, n: int, strategy: str, repeats: int, grid) -> dict:
     for path in ("old", "numpy"):
         scale = TOL * max(1.0, float(np.abs(p_set[path]).max(initial=0.0)))
         if not np.allclose(p_set["numba"], p_set[path], rtol=TOL, atol=scale):
-            raise AssertionError(f"{kind} n={n} {strategy}: numba and {path} setpoints differ")
+            raise AssertionError(f"{kind} n={pf.n} {strategy}: numba and {path} setpoints differ")
 
     samples = {path: {"env": [], "agg": [], "split": [], "total": []} for path in PATHS}
     for _ in range(repeats):
@@ -196,8 +201,9 @@ def main() -> None:
     for n in sizes:
         repeats = max(20, min(200, 10**7 // n))
         for kind in args.kinds:
+            fleets, states = evening(kind, n, grid)
             for strategy in args.strategies:
-                r = bench(kind, n, strategy, repeats, grid)
+                r = bench(fleets, states, kind, strategy, repeats, grid)
                 rows.append(r)
                 for path in PATHS:
                     print(f"{r['kind']:<12}{r['n']:>10,} {strategy:<12}{path:<6}{r[f'{path}_env_ms']:>8.3f}"
