@@ -8,11 +8,11 @@ the scenario seed, so adding a fleet at the end leaves the others unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from vpp.dr import Direction, DRCall
+from vpp.dr import POWER_SIGNALS, Direction, DRCall
 from vpp.fleets import Fleet
 from vpp.fleets.registry import KINDS
 from vpp.scenario.load import ScenarioError
@@ -95,25 +95,107 @@ def _place(rng: np.random.Generator, grid, selection, n: int, field: str) -> np.
     return rng.choice(candidates, size=n, p=p).astype(np.int64)
 
 
+def _timeline(signal, start_s: float, end_s: float) -> tuple[tuple[float, float, float], ...]:
+    """``(t0_s, t1_s, value)`` of a validated signal's intervals from ``start_s`` (the last one ends at ``end_s``)."""
+    out = []
+    t0 = start_s
+    for iv, value in zip(signal.intervals, signal.values()):
+        out.append((t0, t0 + iv.duration, value))
+        t0 += iv.duration
+    out[-1] = (out[-1][0], end_s, out[-1][2])  # no rounding drift at the end
+    return tuple(out)
+
+
+def _stretched(intervals: tuple, end_s: float) -> tuple:
+    """``intervals`` cut at ``end_s``, or with the last one running on to it."""
+    out = [(a, min(b, end_s), v) for a, b, v in intervals if a < end_s]
+    if out and out[-1][1] < end_s:
+        out[-1] = (out[-1][0], end_s, out[-1][2])
+    return tuple(out)
+
+
+def _signal_fields(signals, start_s: float, end_s: float, label: str) -> dict:
+    """``signal``, ``intervals``, ``price_intervals`` and ``p_kw`` of a DRCall from validated signals."""
+    power = [s for s in signals if s.type in POWER_SIGNALS]
+    price = [s for s in signals if s.type not in POWER_SIGNALS]
+    if power and power[0].type == "setpoint_kw":
+        j = signals.index(power[0])
+        raise ScenarioError(
+            f"{label}.signals[{j}].type: setpoint_kw is read and stored, but the engine does not dispatch it yet "
+            "(the change it asks for depends on the plant's baseline; see vpp.dr.DRCall.setpoint_delta_kw); use "
+            "delta_kw or level"
+        )
+    if not power:
+        return {"signal": "price_cny_per_kwh", "intervals": _timeline(price[0], start_s, end_s), "p_kw": 0.0,
+                "price_intervals": ()}
+    intervals = _timeline(power[0], start_s, end_s)
+    return {"signal": power[0].type, "intervals": intervals, "p_kw": max(v for _, _, v in intervals),
+            "price_intervals": _timeline(price[0], start_s, end_s) if price else ()}
+
+
+def _event(c, label: str, bus_idx: tuple[int, ...] | None) -> DRCall:
+    """The DRCall of a validated event (times in seconds), its modifications as later versions in ``updates``."""
+    start_s, end_s = c.start_s, c.end_s
+    if c.signals is None:
+        sig = {"signal": "delta_kw", "intervals": ((start_s, end_s, c.request_kw),), "p_kw": c.request_kw,
+               "price_intervals": ()}
+    else:
+        sig = _signal_fields(c.signals, start_s, end_s, label)
+    t = c.targets
+    first = DRCall(
+        call_id=c.id,
+        direction=Direction(c.direction),
+        start_s=start_s,
+        end_s=end_s,
+        notification_s=c.notification_s,
+        bus_idx=bus_idx,
+        modification=c.modification,
+        recovery_s=c.recovery_s,
+        ramp_up_s=c.ramp_up_s,
+        operators=None if t is None or t.operators is None else tuple(t.operators),
+        fleets=None if t is None or t.fleets is None else tuple(t.fleets),
+        response_required=c.response_required,
+        tier=c.tier,
+        **sig,
+    )
+    updates = []
+    prev = first
+    for k, m in enumerate(c.modifications):
+        if m.cancelled:
+            version = replace(prev, modification=m.modification, cancelled=True)
+        else:
+            new_end = prev.end_s if m.end_s is None else m.end_s
+            if m.signals is not None:
+                sig = _signal_fields(m.signals, start_s, new_end, f"{label}.modifications[{k}]")
+            elif m.request_kw is not None:
+                sig = {"intervals": ((start_s, new_end, m.request_kw),), "p_kw": m.request_kw,
+                       "price_intervals": _stretched(prev.price_intervals, new_end)}
+            else:
+                intervals = _stretched(prev.intervals, new_end)
+                top = max((v for _, _, v in intervals), default=0.0) if prev.signal != "price_cny_per_kwh" else 0.0
+                sig = {"intervals": intervals, "price_intervals": _stretched(prev.price_intervals, new_end),
+                       # p_kw stays the scale of the call when the cut leaves only zero intervals
+                       "p_kw": top if top > 0.0 or prev.signal == "price_cny_per_kwh" else prev.p_kw}
+            version = replace(
+                prev, end_s=new_end, modification=m.modification,
+                ramp_up_s=prev.ramp_up_s if m.ramp_up_s is None else m.ramp_up_s,
+                recovery_s=prev.recovery_s if m.recovery_s is None else m.recovery_s, **sig,
+            )
+        updates.append((m.at, version))
+        prev = version
+    return replace(first, updates=tuple(updates)) if updates else first
+
+
 def build_calls(scenario: Scenario, grid) -> list[DRCall]:
     """DR calls with target buses as grid positions (unknown buses are a ScenarioError)."""
     calls = []
-    for i, c in enumerate(scenario.dr_calls):
+    for c, label in zip(scenario.dr_calls, scenario.dr_call_labels):
         bus_idx = None
-        if c.buses is not None:
-            bus_idx = tuple(int(b) for b in bus_positions(grid, c.buses, f"dr_calls[{i}].buses"))
-        calls.append(
-            DRCall(
-                call_id=c.id,
-                direction=Direction(c.direction),
-                p_kw=c.request_kw,
-                start_s=c.start_s,
-                end_s=c.end_s,
-                notification_s=c.start_s if c.notification_s is None else c.notification_s,
-                bus_idx=bus_idx,
-                recovery_s=c.recovery_s,
-            )
-        )
+        buses = c.target_buses
+        if buses is not None:
+            where = f"{label}.buses" if c.buses is not None else f"{label}.targets.buses"
+            bus_idx = tuple(int(b) for b in bus_positions(grid, buses, where))
+        calls.append(_event(c, label, bus_idx))
     return calls
 
 

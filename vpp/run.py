@@ -187,7 +187,8 @@ def run_scenario(
         if k and f.n
     }
     kinds = [kind for kind in KINDS if any(f.kind == kind for f in fleets)]
-    recorder = Recorder(t.n_ticks, grid.n_bus, fleets, calls, scenario.output.bus_timeseries, samples, kinds)
+    recorder = Recorder(t.n_ticks, grid.n_bus, fleets, calls, scenario.output.bus_timeseries, samples, kinds,
+                        calendar=t.calendar)
     g = scenario.grid
     background = plant.background
     convergence = _Convergence()
@@ -341,7 +342,7 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
     twin_summaries = None if engine.twin is None else [f.summary(s) for f, s in zip(fleets, engine.twin.states)]
     summary = summarize(
         ts, fleets, fleet_summaries, twin_summaries, kinds, calls, engine.grid_operator.collect(),
-        scenario.time.dt_s, grid_summary, messages,
+        scenario.time.dt_s, grid_summary, messages, calendar=scenario.time.calendar,
     )
     summary["warnings"] = list(warnings)
     if plant.prices is not None:

@@ -64,10 +64,21 @@ def call_kpis(
     kinds: Sequence[str],
     twin: bool,
     response=None,
+    calendar=None,
 ) -> dict[str, Any]:
-    """Requested and delivered energy and power of one call, its tracking and its rebound."""
+    """Requested and delivered energy and power of one call, its tracking and its rebound.
+
+    A modified event reports its last version (modification number, request,
+    signal) and, in ``versions``, every version with its announcement; its
+    ``end_s`` is where its activity really ended (a cancellation or a new end
+    applied). ``*_iso`` times are ISO 8601 with the offset in force, or None
+    when the scenario has no date (``calendar`` None or without ``time.start``).
+    """
     dt_h = dt_s / S_PER_H
     cid = call.call_id
+    last = call.latest
+    end_s = call.effective_end_s
+    iso = calendar.iso if calendar is not None else (lambda t_s: None)
     t = ts["t_s"].to_numpy()
     frac = ts[call_col(cid, "active_fraction")].to_numpy()
     req = ts[call_col(cid, "requested_kw")].to_numpy()
@@ -76,19 +87,36 @@ def call_kpis(
     out: dict[str, Any] = {
         "id": cid,
         "origin": call.origin,
-        "modification": call.modification,
+        "modification": last.modification,
         "direction": call.direction.value,
         "start_s": call.start_s,
-        "end_s": call.end_s,
+        "end_s": end_s,
         "notification_s": call.notification_s,
-        "requested_kw": call.p_kw,
+        "start_iso": iso(call.start_s),
+        "end_iso": iso(end_s),
+        "notification_iso": iso(call.notification_s),
+        "signal": last.signal,
+        "tier": call.tier,
+        "response_required": call.response_required,
+        "cancelled": last.cancelled,
+        "ramp_up_s": last.ramp_up_s,
+        "requested_kw": last.p_kw,
         "requested_kw_max": _f(req[active].max()) if active.any() else None,  # highest tick mean (modified calls)
         "requested_kwh": e_req,
         "target_buses": None if call.bus_idx is None else len(call.bus_idx),
+        "target_operators": None if call.operators is None else list(call.operators),
+        "target_fleets": None if call.fleets is None else list(call.fleets),
         "n_ticks_active": int(active.sum()),
     }
+    if call.updates:
+        out["versions"] = [
+            {"modification": v.modification, "announced_s": a_s, "announced_iso": iso(a_s), "end_s": v.end_s,
+             "requested_kw": v.p_kw, "cancelled": v.cancelled}
+            for a_s, v in call.versions
+        ]
     if response is not None:
         out["accepted"] = response.accepted
+        out["opt"] = "optIn" if response.accepted else "optOut"  # OpenADR's optType
         out["room_at_notification_kw"] = response.room_kw
     unknown = dict.fromkeys(
         ("delivered_kwh", "delivered_ratio", "tick_ratio_min", "tick_ratio_mean", "time_to_90pct_s",
@@ -117,13 +145,14 @@ def call_kpis(
         # Rebound: after the call, the plant behind the call's buses moving against the call's direction,
         # until recovery_s has passed, the run ends, or another call on any of the same buses starts
         # (from then on the change behind those buses cannot be told apart between the calls).
-        t_stop = np.inf if call.recovery_s is None else call.end_s + call.recovery_s
+        recovery_s = last.recovery_s
+        t_stop = np.inf if recovery_s is None else end_s + recovery_s
         cut_by = None
         for o in calls:
-            if o is not call and o.start_s >= call.end_s and o.start_s < t_stop and _share_buses(o, call):
+            if o is not call and o.start_s >= end_s and o.start_s < t_stop and _share_buses(o, call):
                 t_stop, cut_by = o.start_s, o.call_id
-        window = (t >= call.end_s) & (t + dt_s <= t_stop + 1e-9)
-        out["recovery_window_s"] = [call.end_s, _f(min(t_stop, t[-1] + dt_s)) if t.size else None]
+        window = (t >= end_s) & (t + dt_s <= t_stop + 1e-9)
+        out["recovery_window_s"] = [end_s, _f(min(t_stop, t[-1] + dt_s)) if t.size else None]
         out["recovery_cut_by_call"] = cut_by
         if window.any():
             rebound_kw = -ts[call_col(cid, "target_change_kw")].to_numpy()[window]
@@ -282,8 +311,13 @@ def summarize(
     dt_s: float,
     grid: dict[str, Any] | None,
     messages: dict[str, int],
+    calendar=None,
 ) -> dict[str, Any]:
-    """The run's KPIs as a JSON-ready dict."""
+    """The run's KPIs as a JSON-ready dict.
+
+    ``calendar`` (:class:`vpp.scenario.timefmt.Calendar`) adds ``calendar``
+    (start, zone, whether the date is known) and ISO times of the calls.
+    """
     dt_h = dt_s / S_PER_H
     twin = twin_summaries is not None
     p = ts["p_vpp_kw"].to_numpy()
@@ -304,6 +338,7 @@ def summarize(
     return {
         "n_ticks": int(len(ts)),
         "dt_s": dt_s,
+        "calendar": None if calendar is None else calendar.summary(),
         "delivery_measured_against": "twin" if twin else None,
         "plant": {
             "n_devices": int(sum(f.n for f in fleets)),
@@ -317,7 +352,7 @@ def summarize(
             "by_kind": by_kind,
             "call_cost_by_kind": cost,
         },
-        "calls": [call_kpis(ts, c, calls, dt_s, kinds, twin, responses.get(c.call_id)) for c in calls],
+        "calls": [call_kpis(ts, c, calls, dt_s, kinds, twin, responses.get(c.call_id), calendar) for c in calls],
         "fleets": {
             f.name: {"kind": f.kind, "operator": f.operator, **s,
                      **({"twin": s_twin} if twin else {})}

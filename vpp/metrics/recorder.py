@@ -6,6 +6,12 @@ requested and delivered power (measured against the twin, see
 :mod:`vpp.metrics.delivery`), grid extremes with and without the calls, and
 (optionally) per-bus power and voltage. Column names come from
 :mod:`vpp.metrics.columns`.
+
+With a calendar that knows the date (``time.start``), the timeseries also has
+a tz-aware ``timestamp`` column (the tick's start, in the scenario's time
+zone, counted in elapsed seconds so it is right across daylight saving
+changes). Without a date (``time.clock_start_h`` only) there is no such
+column: a date is never invented.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from vpp.metrics.columns import GRID, PLANT, call_col, call_kind_col, fleet_col,
 from vpp.metrics.delivery import attribute, bus_shares
 from vpp.units import S_PER_H
 
-__all__ = ["Recorder"]
+__all__ = ["Recorder", "TIMESTAMP"]
+
+TIMESTAMP = "timestamp"  # tz-aware start of the tick, only when the scenario has a date (time.start)
 
 
 class Recorder:
@@ -36,7 +44,9 @@ class Recorder:
         bus_timeseries: bool,
         samples: dict[str, np.ndarray] | None = None,
         kinds: Sequence[str] | None = None,
+        calendar=None,
     ):
+        self.calendar = calendar  # vpp.scenario.timefmt.Calendar, or None: no timestamps
         self.n_ticks = n_ticks
         self.n_bus = n_bus
         self.fleets = list(fleets)
@@ -233,7 +243,11 @@ class Recorder:
     def timeseries(self) -> pd.DataFrame:
         """One row per completed tick."""
         n = self.n_done
-        return pd.DataFrame({k: v[:n] for k, v in self.cols.items()})
+        cols = {k: v[:n] for k, v in self.cols.items()}
+        stamps = None if self.calendar is None else self.calendar.timestamps(cols["t_s"])
+        if stamps is not None:
+            cols = {"t_s": cols.pop("t_s"), TIMESTAMP: stamps, **cols}
+        return pd.DataFrame(cols)
 
 
 def _nanmax(x: np.ndarray) -> float:

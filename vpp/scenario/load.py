@@ -275,6 +275,17 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."),
 )
+# YAML 1.2 has no base-60 numbers: PyYAML (YAML 1.1) would read an unquoted clock time `18:00` as the integer
+# 1080 (18 x 60), a silent error in any time field. Such scalars stay strings here.
+_SEXAGESIMAL = (r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+", r"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*")
+_Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, re.compile(regexp.pattern.replace(_SEXAGESIMAL[0], "").replace(_SEXAGESIMAL[1], ""), regexp.flags))
+        if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") else (tag, regexp)
+        for tag, regexp in resolvers
+    ]
+    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+}
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:
@@ -359,48 +370,105 @@ def _parse_toml(text: str) -> Any:
 # --- files --------------------------------------------------------------------------------------------
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, what: str = "scenario file", kinds: str = "a scenario is a .yaml, .yml or .toml file",
+               label: str | None = None) -> str:
+    label = str(path) if label is None else label
     try:
         st = path.stat()
     except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read scenario file ({exc.strerror})") from None
+        raise ScenarioError(f"{label}: cannot read {what} ({exc.strerror})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise ScenarioError(f"{path}: is a directory, not a scenario file")
+        raise ScenarioError(f"{label}: is a directory, not a {what}")
     if not stat.S_ISREG(st.st_mode):
-        raise ScenarioError(f"{path}: not a regular file; a scenario is a .yaml, .yml or .toml file")
-    too_big = f"{path}: the file is larger than {MAX_FILE_BYTES // 2**20} MB, the limit for a scenario file"
+        raise ScenarioError(f"{label}: not a regular file; {kinds}")
+    too_big = f"{label}: the file is larger than {MAX_FILE_BYTES // 2**20} MB, the limit for a {what}"
     if st.st_size > MAX_FILE_BYTES:
         raise ScenarioError(too_big)
     try:
         with path.open("rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)  # the file may grow after stat()
     except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read scenario file ({exc.strerror})") from None
+        raise ScenarioError(f"{label}: cannot read {what} ({exc.strerror})") from None
     if len(data) > MAX_FILE_BYTES:
         raise ScenarioError(too_big)
     nul = data.find(b"\x00")
+    noun = what.removesuffix(" file")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
         raise ScenarioError(
-            f"{path}: line {line}: a NUL byte at byte offset {nul}: this is a binary file, not a UTF-8 text scenario"
+            f"{label}: line {line}: a NUL byte at byte offset {nul}: this is a binary file, not a UTF-8 text {noun}"
         )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ScenarioError(
-            f"{path}: line {line}: byte 0x{data[exc.start]:02x} at byte offset {exc.start} is not valid UTF-8; "
-            f"save the scenario as UTF-8 text"
+            f"{label}: line {line}: byte 0x{data[exc.start]:02x} at byte offset {exc.start} is not valid UTF-8; "
+            f"save the {noun} as UTF-8 text"
         ) from None
     return text.removeprefix("\ufeff")
+
+
+def _json_object(pairs):
+    keys = [k for k, _ in pairs]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ValueError(f"duplicate key {short(dup[0])}; remove one of them")
+    return dict(pairs)
+
+
+def _read_events_file(given: Any, base_dir: str | Path | None, source: str) -> dict[str, Any]:
+    """``dr_events_file`` read: ``{path, source, dr_calls}`` for the schema's :class:`EventsFile`.
+
+    The file (``.yaml``, ``.yml`` or ``.json``, relative to ``base_dir``) holds
+    a list of events, or a mapping whose one key is ``dr_calls``. Errors name
+    the scenario, the field and the file.
+    """
+    where = f"{source}: dr_events_file"
+    if not isinstance(given, str) or not 1 <= len(given) <= 4096:
+        raise ScenarioError(f"{where}: must be the path of a .yaml, .yml or .json file (got {short(given)})")
+    path = Path(given)
+    if base_dir is not None and not path.is_absolute():
+        path = Path(base_dir).absolute() / path
+    label = f"{where}: {given}"
+    suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise ScenarioError(f"{label}: unknown events file type {short(path.suffix)}; allowed: .yaml, .yml, .json")
+    text = _read_text(path, "events file", "events are a .yaml, .yml or .json file", label)
+    try:
+        data = json.loads(text, object_pairs_hook=_json_object) if suffix == ".json" else _parse_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(_one_line(f"{label}: {_yaml_error(exc)}")) from None
+    except json.JSONDecodeError as exc:
+        raise ScenarioError(_one_line(f"{label}: line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}")) \
+            from None
+    except RecursionError:
+        raise ScenarioError(f"{label}: nested too deeply (at most {MAX_DEPTH} levels are allowed)") from None
+    except ValueError as exc:
+        raise ScenarioError(_one_line(f"{label}: {exc}")) from None
+    _check_shape(data, label)
+    if isinstance(data, dict) and list(data) == ["dr_calls"]:
+        data = data["dr_calls"]
+    if not isinstance(data, list):
+        what = "the file is empty" if data is None else f"got {type(data).__name__}"
+        raise ScenarioError(f"{label}: must hold a list of DR events, or a mapping with the one key dr_calls ({what})")
+    return {"path": str(path), "source": given, "dr_calls": data}
+
+
+def _events_line(line: str, events_file: Any) -> str:
+    """An error line about the events file's content, as ``<file>: dr_calls[0].field: ...``."""
+    prefix = "dr_events_file.dr_calls"
+    if isinstance(events_file, dict) and line.startswith(prefix):
+        return f"{events_file.get('source')}: dr_calls{line[len(prefix):]}"
+    return line
 
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>", check_resources: bool = True,
                    base_dir: str | Path | None = None) -> Scenario:
     """Validate a scenario given as a mapping.
 
-    Relative paths of data files in it (network files, time series, session files) are
-    taken relative to ``base_dir`` (:func:`load_scenario` passes the scenario
+    Relative paths of data files in it (network files, time series, session files, the DR events
+    file ``dr_events_file``, which is read here) are taken relative to ``base_dir`` (:func:`load_scenario` passes the scenario
     file's folder) and stored absolute; without it, relative to the working
     directory when they are read.
 
@@ -412,10 +480,13 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", check_resou
         what = "the file is empty" if data is None else f"got {type(data).__name__} {short(data)}"
         raise ScenarioError(f"{source}: a scenario must be a mapping of keys to values ({what})")
     _check_shape(data, source)
+    if data.get("dr_events_file") is not None and not isinstance(data["dr_events_file"], dict):  # a dict: dumped
+        data = {**data, "dr_events_file": _read_events_file(data["dr_events_file"], base_dir, source)}
     try:
         scenario = Scenario.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise _error(source, format_validation_error(exc, max_lines=10**9).splitlines()) from None
+        lines = format_validation_error(exc, max_lines=10**9).splitlines()
+        raise _error(source, [_events_line(line, data.get("dr_events_file")) for line in lines]) from None
     except RecursionError:  # pragma: no cover - _check_shape bounds the depth
         raise ScenarioError(f"{source}: nested too deeply") from None
     if check_resources:

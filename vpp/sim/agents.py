@@ -87,12 +87,22 @@ class GridOperatorAgent:
         self._reinforced: dict[str, float] = {}  # element key -> time of its call's last reinforcement
 
     def process(self):
-        """SimPy process: wake at each notification time and send the call."""
-        for call in self.calls:
-            wait_s = call.notification_s - self.env.now
+        """SimPy process: send every version of every scheduled call at its announce time.
+
+        A call's first version goes out at its notification time, each later
+        version (a modification or cancellation, :attr:`vpp.dr.DRCall.versions`)
+        at the time it is announced; ties in time go in call-id, then
+        modification order.
+        """
+        schedule = sorted(
+            ((t_s, call.call_id, v.modification, v) for call in self.calls for t_s, v in call.versions),
+            key=lambda r: r[:3],
+        )
+        for t_s, _, _, version in schedule:
+            wait_s = t_s - self.env.now
             if wait_s > 0.0:
                 yield self.env.timeout(wait_s)
-            self.to_platform.send(CallNotice(self.env.now, call))
+            self.to_platform.send(CallNotice(self.env.now, version))
 
     def observe(self, t_s: float, grid_state, p_bus_kw: np.ndarray) -> list[DRCall]:
         """Look at the plant's power flow at ``t_s``; raise or reinforce congestion calls; return them."""
@@ -238,7 +248,10 @@ class OperatorAgent:
     known. Each call's request for the tick is the time average, over the tick,
     of the instruction in force (from its arrival) while the call is active, so
     a call starting mid-tick or an instruction arriving after 1 ms acts for
-    exactly the fraction of the tick it covers (energy-correct).
+    exactly the fraction of the tick it covers (energy-correct). An
+    instruction's share is a fixed fraction of its call version's largest
+    request (``delta_kw``); it follows that version's profile (intervals,
+    ramp-up, cancellation) exactly over the time it is in force.
     """
 
     def __init__(self, env: simpy.Environment, name: str, portfolio: Portfolio):
@@ -281,7 +294,9 @@ class OperatorAgent:
                 a = max(t_arr, t_s)
                 b = min(segments[k + 1][0], t_end) if k + 1 < len(segments) else t_end
                 if b > a:
-                    total += msg.delta_kw * call.overlap_s(a, b)
+                    # The share is a fraction (msg.delta_kw / call.delta_kw) of the call version the instruction
+                    # carries; integrated over its profile (intervals, ramp) that is msg.delta_kw * weight_s.
+                    total += msg.delta_kw * msg.call.weight_s(a, b)
             # Keep only what can still matter: the instruction in force at the tick end and later ones.
             keep = max((k for k, (t_arr, _) in enumerate(segments) if t_arr <= t_end), default=0)
             self.history[cid] = segments[keep:]

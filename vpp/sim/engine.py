@@ -213,8 +213,9 @@ class Engine:
                     room_bus = room[0] if c.delta_kw < 0.0 else room[1]
                     self.call_room[c.call_id] = (float(room_bus[c.bus_mask(self.n_bus)].sum()),
                                                  float(room[0].sum()), float(room[1].sum()))
-            frac = np.array([c.overlap_s(t_s, t_end) / dt_s for c in self.calls])
-            requested = np.array([c.p_kw for c in self.calls]) * frac if n_call else np.zeros(0)
+            # Each call's profile (intervals, ramp-up, the version in force: vpp.dr.DRCall) averaged over the tick.
+            frac = np.array([c.active_s(t_s, t_end) / dt_s for c in self.calls])
+            requested = np.array([c.requested_kw(t_s, t_end) for c in self.calls]) if n_call else np.zeros(0)
             down_kw = sum(float(op.flex.down_kw.sum()) for op in self.operators)
             up_kw = sum(float(op.flex.up_kw.sum()) for op in self.operators)
             grid = grid_twin = None
