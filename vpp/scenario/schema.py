@@ -342,7 +342,7 @@ class SignalConfig(StrictModel):
                     if iv.value < 0.0:
                         errors.append((("intervals", k, "value"), "a delta_kw value is a magnitude >= 0 [kW]; the "
                                        "event's direction gives its sign", iv.value))
-                if all(iv.value <= 0.0 for iv in self.intervals):
+                if all(iv.value == 0.0 for iv in self.intervals):
                     errors.append((("intervals",), "every value is 0: the signal requests nothing", None))
             elif self.type == "price_cny_per_kwh":
                 for k, iv in enumerate(self.intervals):
@@ -769,7 +769,8 @@ class _EventPlacer:
         duration_s = self.cal.duration_s
         shown = "" if isinstance(value, float) else f"; {short(value)} is {self.cal.describe(t_s)}"
         if t_s < 0.0:
-            self.error(where, f"is before the scenario start ({self.cal.describe(0.0)}){shown}")
+            self.error(where, f"{short(value)} is {self.cal.describe(t_s)}, before the scenario start "
+                       f"({self.cal.describe(0.0)})")
             return None
         if past_end and t_s > MAX_DURATION_S:
             self.error(where, f"must be at most {MAX_DURATION_S:g} s after the start{shown}")
@@ -793,7 +794,9 @@ class _EventPlacer:
                                 f"intervals must be contiguous: this one starts {t0 - t:g} s after the previous one "
                                 "ends" if t0 > t else f"intervals must not overlap: this one starts {t - t0:g} s "
                                 "before the previous one ends")
-                        self.error(where + (j, "intervals", k, "start"), f"{what} ({self.cal.describe(t)})")
+                        self.error(where + (j, "intervals", k, "start"),
+                                   f"{what} (at {self.cal.describe(t)})" if k == 0 else
+                                   f"{what} (it ends at {self.cal.describe(t)})")
                 t += iv.duration
             length = t - start_s
             if total is not None and abs(length - total) > _TOL_S:
@@ -850,8 +853,8 @@ class _EventPlacer:
         elif isinstance(notice, str) and notice[:1] in ("P", "p"):
             notice_s = start_s - parse_duration_s(notice)
             if notice_s < 0.0:
-                self.error((notice_key,), f"{notice!r} before the start ({self.cal.describe(start_s)}) is before "
-                           f"the scenario start")
+                self.error((notice_key,), f"{notice!r} before the start is {self.cal.describe(notice_s)}, before the "
+                           f"scenario start ({self.cal.describe(0.0)})")
         else:
             notice_s = self.instant((notice_key,), notice)
             if notice_s is not None and notice_s > start_s:

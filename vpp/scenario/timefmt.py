@@ -212,6 +212,15 @@ def _localize(naive: datetime, tz: zoneinfo.ZoneInfo) -> datetime:
     return aware
 
 
+def _elapsed_s(later: datetime, earlier: datetime) -> float:
+    """Elapsed seconds between two aware datetimes.
+
+    In UTC: Python subtracts datetimes that share a tzinfo by their wall
+    clocks, which is an hour off across a daylight saving change.
+    """
+    return (later.astimezone(timezone.utc) - earlier.astimezone(timezone.utc)) / timedelta(seconds=1)
+
+
 def parse_start(value, timezone_name: str) -> datetime:
     """``time.start`` as a tz-aware datetime in ``timezone_name`` (naive values are wall-clock time there)."""
     tz = _zone(timezone_name)
@@ -242,7 +251,7 @@ def parse_start(value, timezone_name: str) -> datetime:
 class Calendar:
     """A scenario's clock: ``t_s = 0`` is ``start`` (tz-aware), or, with no date, ``clock_start_h``.
 
-    ``duration_s`` is the span ``[0, duration_s)`` that instants must fall in.
+    ``duration_s`` is the scenario's span ``[0, duration_s)``.
     """
 
     start: datetime | None  # tz-aware, in ``timezone``; None: only the clock hour is known
@@ -262,7 +271,7 @@ class Calendar:
     def instant_s(self, value) -> float:
         """Seconds since the start of an instant in any accepted form (ValueError otherwise).
 
-        The span is not checked here (see :meth:`check_span`).
+        The span is not checked here.
         """
         inst = _parse_instant(value)
         if inst.seconds is not None:
@@ -273,8 +282,8 @@ class Calendar:
                                  "time.clock_start_h, so its date is unknown (use seconds or a clock time such as "
                                  "'18:00', or give time.start)")
             moment = inst.moment
-            aware = moment.astimezone(self.tz) if moment.tzinfo is not None else _localize(moment, self.tz)
-            return (aware - self.start) / timedelta(seconds=1)
+            aware = moment if moment.tzinfo is not None else _localize(moment, self.tz)
+            return _elapsed_s(aware, self.start)
         start_clock_s = self.clock_start_h * 3600.0
         if self.start is None:
             # No date, no zone rules: days of 24 h from the start.
@@ -287,29 +296,17 @@ class Calendar:
 
         def at(day: int) -> float:
             naive = datetime.combine(day0 + timedelta(days=day), time()) + timedelta(seconds=inst.clock_s)
-            return (_localize(naive, self.tz) - self.start) / timedelta(seconds=1)
+            return _elapsed_s(_localize(naive, self.tz), self.start)
 
         if inst.day is not None:
             return at(inst.day)
         t_s = at(0)
         return t_s if t_s >= 0.0 else at(1)
 
-    def check_span(self, t_s: float, end_allowed: bool = False) -> str | None:
-        """Why ``t_s`` lies outside the scenario's span ``[0, duration_s)``, or None when it lies inside.
-
-        With ``end_allowed`` only the start bound applies (an event may run past the horizon).
-        """
-        if t_s < 0.0:
-            return f"is {self.describe(t_s)}, before the scenario start ({self.describe(0.0)})"
-        if not end_allowed and t_s >= self.duration_s:
-            return (f"is {self.describe(t_s)}, not before the end of the scenario ({self.describe(self.duration_s)}, "
-                    f"time.duration_s {self.duration_s:g})")
-        return None
-
     def describe(self, t_s: float) -> str:
-        """``t_s=… (ISO time)`` for messages; only ``t_s=…`` when the date is unknown."""
+        """``t_s=… = <ISO time>`` for messages; only ``t_s=…`` when the date is unknown."""
         iso = self.iso(t_s)
-        return f"t_s={t_s:g}" + (f" ({iso})" if iso else "")
+        return f"t_s={t_s:g}" + (f" = {iso}" if iso else "")
 
     def timestamp(self, t_s: float) -> datetime | None:
         """The tz-aware time of ``t_s`` [s], or None when the date is unknown."""
