@@ -243,3 +243,38 @@ def test_a_cancelled_call_is_sent_and_then_applies_nothing():
     out = _run(call)
     applied = [-o.instructed_bus_kw[0].sum() for o in out]
     assert applied == pytest.approx([HAND_300[o.t_s] if o.t_s < 1200.0 else 0.0 for o in out], abs=1e-9)
+
+
+# --- device groups: fleets and operators narrow a call's targets ----------------------------------------------
+
+
+def _tower_fleet(name: str, operator: str, n: int, bus: int) -> BaseStationFleet:
+    return BaseStationFleet(
+        name, np.full(n, bus), operator, 1.0, p_idle_kw=2.3, p_busy_kw=3.9, p_design_kw=3.9, cap_kwh=25.0,
+        p_batt_max_kw=5.0, eta=0.95, backup_h=3.0, soc_min=0.1, soc_max=1.0, soc_init=1.0,
+        traffic_profile="bs_traffic_urban", traffic_scale=np.ones(n), clock_start_h=18.0,
+    )
+
+
+@pytest.mark.parametrize("use_numba", [False, True])
+def test_portfolio_targets_fleets_operators_and_buses(use_numba):
+    fleets = [_tower_fleet("a", "op1", 3, 0), _tower_fleet("b", "op1", 2, 1), _tower_fleet("c", "op2", 4, 1)]
+    pf = Portfolio(fleets, 2, get_allocator("pro_rata"))
+    pf.use_numba = use_numba and pf.use_numba
+    base = dict(call_id="x", direction=Direction.REDUCE, p_kw=5.0, start_s=0.0, end_s=600.0, notification_s=0.0)
+    np.testing.assert_array_equal(pf.targets(DRCall(**base)), np.arange(9))
+    # (targets are cached per call id and modification: each case is its own call)
+    np.testing.assert_array_equal(pf.targets(DRCall(**{**base, "call_id": "v"}, fleets=("b",))), [3, 4])
+    np.testing.assert_array_equal(pf.targets(DRCall(**{**base, "call_id": "y"}, operators=("op1",))), np.arange(5))
+    np.testing.assert_array_equal(pf.targets(DRCall(**{**base, "call_id": "z"}, fleets=("a", "c"), bus_idx=(1,))),
+                                  np.arange(5, 9))
+    # Only the targeted devices move.
+    states = pf.initial_states()
+    pf.advance(states, 0.0, 300.0)
+    env = pf.flexibility(states, 0.0, 300.0)
+    default = env.p_default_kw.copy()
+    call = DRCall(**{**base, "call_id": "w"}, fleets=("b",))
+    p_kw, instructed = pf.setpoints(env, [(call, -5.0)])
+    moved = np.flatnonzero(p_kw != default)
+    assert set(moved) <= {3, 4} and moved.size
+    assert instructed["w"].sum() == pytest.approx(-5.0)

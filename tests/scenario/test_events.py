@@ -341,3 +341,23 @@ def test_the_short_form_and_the_event_form_run_identically(default_8h):
                           {"duration": "PT1H", "value": 3000}, {"duration": "PT1H", "value": 3000}]}]}]
     new = run_scenario(parse_scenario(d)).timeseries
     pd.testing.assert_frame_equal(new.drop(columns="timestamp"), res.timeseries, check_exact=True)
+
+
+def test_a_call_on_one_fleet_moves_only_that_fleet(small_dict):
+    # Only which devices move is checked: the platform still splits a call over every operator by the room each
+    # offers on the target buses (vpp.sim.agents.PlatformAgent._room_kw knows no fleets), so the towers' operator
+    # is asked for a share only, and the other operators' shares go undelivered.
+    d = copy.deepcopy(small_dict)
+    d["time"] = dict(CAL)
+    d["grid"]["power_flow"] = False
+    d["dr_calls"] = [{"id": "t", "direction": "reduce", "p_kw": 60, "start": "18:00", "duration": "PT1H",
+                      "targets": {"fleets": ["towers"]}}]
+    res = run_scenario(parse_scenario(d))
+    ts = res.timeseries
+    for name in ("ac", "dc", "offices"):
+        np.testing.assert_array_equal(ts[f"fleet.{name}.p_kw"], ts[f"fleet.{name}.p_twin_kw"])
+    assert (ts["fleet.towers.p_kw"] < ts["fleet.towers.p_twin_kw"] - 1e-9).any()
+    call = res.summary["calls"][0]
+    assert call["target_fleets"] == ["towers"]
+    assert call["delivered_by_kind_kwh"]["ev"] == 0.0 and call["delivered_by_kind_kwh"]["building"] == 0.0
+    assert call["delivered_by_kind_kwh"]["basestation"] > 0.0

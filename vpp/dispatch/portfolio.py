@@ -106,10 +106,15 @@ class Portfolio:
         key = (call.call_id, call.modification)
         sel = self._targets.get(key)
         if sel is None:
-            if call.bus_idx is None:
+            if call.bus_idx is None and call.fleets is None and call.operators is None:
                 sel = _ALL
             else:
-                idx = np.flatnonzero(call.bus_mask(self.n_bus)[self.bus_idx])
+                mask = call.bus_mask(self.n_bus)[self.bus_idx]
+                for f, lo, hi in self.slices():  # device groups: a device must be in a named fleet and operator
+                    if (call.fleets is not None and f.name not in call.fleets) or (
+                            call.operators is not None and f.operator not in call.operators):
+                        mask[lo:hi] = False
+                idx = np.flatnonzero(mask)
                 sel = _ALL if idx.size == self.n else idx
             self._targets[key] = sel
         return sel
