@@ -224,9 +224,14 @@ def validate(
     for w in plant_warnings(plant, sc.time):
         typer.echo(f"warning: {w}", err=True)
     n_dev = sum(f.n_devices for f in sc.fleets)
+    cal = sc.time.calendar
+    n_mod = sum(len(c.modifications) for c in sc.dr_calls)
     typer.echo(
         f"{scenario}: valid ({len(sc.fleets)} fleets, {n_dev:,} devices, {sc.time.n_ticks} ticks of "
-        f"{sc.time.dt_s:g} s, {len(sc.dr_calls)} DR calls, grid {sc.grid.network})"
+        f"{sc.time.dt_s:g} s, {len(sc.dr_calls)} DR calls" + (f" with {n_mod} modifications" if n_mod else "")
+        + f", grid {sc.grid.network}; "
+        + (f"{cal.iso(0.0)} to {cal.iso(sc.time.duration_s)})" if cal.date_known else
+           f"from clock hour {sc.time.clock_start_h:g} on an unknown date: give time.start for timestamps)")
     )
 
 

@@ -293,7 +293,10 @@ def test_the_shipped_demo_runs_on_its_calendar():
 def test_vpp_validate_reads_the_events_file():
     result = CliRunner().invoke(app, ["validate", str(DEMO)])
     assert result.exit_code == 0, result.output
-    assert "2 DR calls" in result.stdout
+    assert "2 DR calls with 2 modifications" in result.stdout
+    assert "2025-07-15T05:00:00+08:00 to 2025-07-15T23:00:00+08:00" in result.stdout
+    old = CliRunner().invoke(app, ["validate", str(ROOT / "scenarios" / "default.yaml")])
+    assert "from clock hour 12 on an unknown date" in old.stdout
 
 
 # --- earlier scenarios run as they did ---------------------------------------------------------------------
