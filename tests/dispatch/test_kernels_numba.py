@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vpp.dispatch import Portfolio, aggregate_by_bus, get_allocator
+from vpp.dispatch.aggregate import sum_by_bus
 from vpp.dr import Direction, DRCall
 from vpp.fleets import BaseStationFleet, Envelope
 
@@ -81,6 +82,23 @@ def test_compiled_aggregation_equals_bincount_to_the_bit(n, n_bus, seed):
     for name in ("p_default_kw", "down_kw", "up_kw"):
         assert getattr(got, name).shape == (n_bus,)
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+
+
+@needs_numba
+@settings(max_examples=60, deadline=None)
+@given(n=st.sampled_from([0, 1, 2, 17, 500]), n_bus=st.integers(1, 40), seed=st.integers(0, 10**6))
+def test_compiled_power_by_bus_equals_bincount_to_the_bit(n, n_bus, seed):
+    """The engine's per-bus power of each fleet (plant and twin, every tick)."""
+    rng = np.random.default_rng(seed)
+    bus = rng.integers(0, n_bus, n)
+    p_kw = rng.normal(0.0, 50.0, n)
+    ref = np.bincount(bus, weights=p_kw, minlength=n_bus)
+    for use_numba in (False, True):
+        out = np.full(n_bus, np.nan)
+        assert sum_by_bus(bus, p_kw, out, use_numba=use_numba) is out
+        assert out.tobytes() == ref.tobytes(), use_numba
+    with pytest.raises(IndexError):
+        sum_by_bus(np.array([0, n_bus]), np.ones(2), np.zeros(n_bus), use_numba=True)
 
 
 @needs_numba

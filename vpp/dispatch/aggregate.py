@@ -15,7 +15,7 @@ import numpy as np
 
 from vpp.fleets.base import Envelope
 
-__all__ = ["BusFlexibility", "aggregate_by_bus", "concat_envelopes"]
+__all__ = ["BusFlexibility", "aggregate_by_bus", "sum_by_bus", "concat_envelopes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,21 @@ def aggregate_by_bus(bus_idx: np.ndarray, env: Envelope, n_bus: int, *, use_numb
         np.bincount(bus_idx, weights=env.down_kw, minlength=n_bus),
         np.bincount(bus_idx, weights=env.up_kw, minlength=n_bus),
     )
+
+
+def sum_by_bus(bus_idx: np.ndarray, p_kw: np.ndarray, out: np.ndarray, *, use_numba: bool = False) -> np.ndarray:
+    """Power per bus [kW] written into ``out`` (length ``n_bus``); bus indices must lie in ``[0, n_bus)``.
+
+    The reference is ``np.bincount``; ``use_numba`` adds in the same order in
+    one compiled pass without the bincount's temporary (same bits).
+    """
+    if use_numba:
+        from vpp.dispatch import kernels_numba
+
+        kernels_numba.sum_by_bus(bus_idx, p_kw, out)
+    else:
+        out[:] = np.bincount(bus_idx, weights=p_kw, minlength=out.shape[0])
+    return out
 
 
 def concat_envelopes(envs: list[Envelope]) -> Envelope:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["aggregate_by_bus", "split_pro_rata", "split_merit_order"]
+__all__ = ["aggregate_by_bus", "sum_by_bus", "split_pro_rata", "split_merit_order"]
 
 
 @numba.njit(cache=True)
@@ -51,6 +51,18 @@ def aggregate_by_bus(bus_idx, p_min_kw, p_max_kw, p_default_kw, p_default_bus_kw
         p_default_bus_kw[b] += d
         down_bus_kw[b] += d - p_min_kw[i]
         up_bus_kw[b] += p_max_kw[i] - d
+
+
+@numba.njit(cache=True)
+def sum_by_bus(bus_idx, p_kw, p_bus_kw):
+    """``np.bincount(bus_idx, weights=p_kw)`` written into ``p_bus_kw`` (same order of additions, same bits)."""
+    n_bus = p_bus_kw.shape[0]
+    p_bus_kw[:] = 0.0
+    for i in range(bus_idx.shape[0]):
+        b = bus_idx[i]
+        if b < 0 or b >= n_bus:
+            raise IndexError("bus index outside [0, n_bus)")
+        p_bus_kw[b] += p_kw[i]
 
 
 @numba.njit(cache=True)

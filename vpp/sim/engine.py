@@ -33,9 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
+from vpp.dispatch.aggregate import sum_by_bus
 from vpp.dispatch.portfolio import Portfolio
 from vpp.dr import DRCall
 from vpp.fleets.base import Fleet, FleetState
+from vpp.fleets.kernels import NUMBA_AVAILABLE
 from vpp.sim.agents import GridOperatorAgent, OperatorAgent, PlatformAgent
 from vpp.sim.link import Link
 
@@ -182,7 +184,7 @@ class Engine:
         p_bus = np.zeros((n_fleet, self.n_bus))
         for i, (f, p_kw) in enumerate(zip(self.fleets, p_kw_per_fleet)):
             p_fleet[i] = p_kw.sum()
-            p_bus[i] = np.bincount(f.bus_idx, weights=p_kw, minlength=self.n_bus)
+            sum_by_bus(f.bus_idx, p_kw, p_bus[i], use_numba=NUMBA_AVAILABLE)
         return p_fleet, p_bus
 
     def _control(self, on_tick: Callable[[TickOutcome], None]):
