@@ -461,6 +461,18 @@ class DRCallConfig(StrictModel):
     start. Once the scenario is validated, every time is in seconds in
     ``start_s``, ``end_s``, ``notification_s`` (and a modification's ``at``,
     ``end_s``); the other names are None.
+
+    Checked against the whole scenario (each an error naming the field):
+    start, notification and every modification's ``at`` lie in the run's span
+    ``[0, time.duration_s)`` (the end may lie past it: the rest is not
+    simulated); the signals' intervals are contiguous and cover the active
+    period exactly; ``ramp_up_s`` fits in it; target operators and fleets
+    exist; with a ``tier``, the notice (start - notification) is at least the
+    tier's ``min_notice_s`` (an error, not a warning: a programme does not
+    accept a day-ahead event announced two hours ahead). Target buses are
+    checked when the grid is built. ``setpoint_kw`` signals are validated and
+    stored, but a run refuses them until the engine converts setpoints to a
+    change (:meth:`vpp.dr.DRCall.setpoint_delta_kw`).
     """
 
     id: Name
@@ -697,6 +709,9 @@ class Scenario(StrictModel):
         events = [(("dr_calls", i), c) for i, c in enumerate(self.dr_calls)]
         if self.dr_events_file is not None:
             events += [(("dr_events_file", "dr_calls", i), c) for i, c in enumerate(self.dr_events_file.dr_calls)]
+        if len(events) > MAX_DR_CALLS:
+            errors.append((("dr_events_file",), f"dr_calls and the events file hold {len(events):,} events together; "
+                           f"at most {MAX_DR_CALLS:,} are allowed", None))
         for what, key, values in (("fleet names", "fleets", [f.name for f in self.fleets]),
                                   ("DR call ids", "dr_calls", [c.id for _, c in events])):
             dup = sorted({v for v in values if values.count(v) > 1})
