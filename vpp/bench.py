@@ -254,7 +254,7 @@ def latency(kind: str, n: int, strategies, repeats: int, grid) -> dict:
         delta_kw = -0.5 * room_kw if room_kw > 0.0 else -1.0
         call = DRCall("c", Direction.REDUCE, max(-delta_kw, 1e-3), t_s, t_s + 3600.0, t_s)
         pf.setpoints(env, [(call, delta_kw)])  # warm: the call's targets are found once per call and cached
-        tot, t_env, t_agg, t_split = [], [], [], []
+        tot, t_env, t_agg, t_split, t_agg_split = [], [], [], [], []
         for _ in range(repeats):
             t0 = time.perf_counter()
             env = pf.flexibility(states, t_s, DT_S)
@@ -267,9 +267,15 @@ def latency(kind: str, n: int, strategies, repeats: int, grid) -> dict:
             t_env.append(t1 - t0)
             t_agg.append(t2 - t1)
             t_split.append(t3 - t2)
+            t_agg_split.append(t3 - t1)
         out["strategies"][name] = {
             "median_ms": 1e3 * statistics.median(tot),
             "p99_ms": 1e3 * float(np.percentile(tot, 99)),
+            # What the 10 ms target names: per-bus aggregation + split, per repeat (the envelope is
+            # computed at every tick start anyway, before any call arrives).
+            "agg_split_median_ms": 1e3 * statistics.median(t_agg_split),
+            "agg_split_p99_ms": 1e3 * float(np.percentile(t_agg_split, 99)),
+            "dispatch_compiled": bool(pf.use_numba),
             "envelope_ms": 1e3 * statistics.median(t_env),
             "aggregate_ms": 1e3 * statistics.median(t_agg),
             "split_ms": 1e3 * statistics.median(t_split),
@@ -653,7 +659,7 @@ def format_table(res: dict) -> str:
     head = f"{'kind':<12}{'n':>10}{'B/device':>10}{'peak MiB':>10}{'peak B/dev':>11}"
     for s in strategies:
         head += f"{s + ' med':>16}{'p99':>9}"
-    head += f"{'env':>8}{'agg':>7}{'split':>7}"
+    head += f"{'env':>8}{'agg':>7}{'split':>7}{'agg+split':>10}"
     lines.append(head)
     for r in res["latency"]:
         if "skipped" in r:
@@ -665,9 +671,11 @@ def format_table(res: dict) -> str:
             row += f"{r['strategies'][s]['median_ms']:>16.2f}{r['strategies'][s]['p99_ms']:>9.2f}"
         p = r["strategies"][strategies[0]]
         row += f"{p['envelope_ms']:>8.2f}{p['aggregate_ms']:>7.2f}{p['split_ms']:>7.2f}"
+        row += f"{max(r['strategies'][s].get('agg_split_median_ms', float('nan')) for s in strategies):>10.2f}"
         lines.append(row)
-    lines.append(f"(env/agg/split: medians of the parts under {strategies[0]}; B/device: state + parameter "
-                 "arrays; peak: tracemalloc peak of building, 2 h of steps and one dispatch)")
+    lines.append(f"(env/agg/split: medians of the parts under {strategies[0]}; agg+split: median per repeat, the "
+                 "worse strategy, against the 10 ms target at 10^6; B/device: state + parameter arrays; peak: "
+                 "tracemalloc peak of building, 2 h of steps and one dispatch)")
     t = res["throughput"]
     lines += ["", "Throughput, whole run of the mix (twin on, one call; build excluded)"]
     for label in ("no_grid", "grid"):
