@@ -36,6 +36,7 @@ from vpp.metrics.columns import PRICE
 from vpp.metrics.kpis import grid_kpis, summarize
 from vpp.metrics.recorder import Recorder
 from vpp.metrics.results import Results
+from vpp.metrics.settle import settle_run
 from vpp.scenario import Scenario, ScenarioError, scenario_hash
 from vpp.sim import Engine
 from vpp.sim.agents import CongestionPolicy
@@ -345,6 +346,12 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
         scenario.time.dt_s, grid_summary, messages, calendar=scenario.time.calendar,
     )
     summary["warnings"] = list(warnings)
+    settlement = None
+    if summary["calls"] and n:
+        # Settlement as the field does it (against baselines, under each call's tier) beside the twin's truth.
+        cal = scenario.time.calendar
+        start = pd.Timestamp(cal.start) if cal.start is not None else None
+        settlement, summary["settlement"] = settle_run(ts, summary["calls"], start=start, dt_s=scenario.time.dt_s)
     if plant.prices is not None:
         price = plant.prices.values[:n]
         ts[PRICE] = price
@@ -389,7 +396,8 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
             for e in ("line", "trafo")
         })
     results = Results(scenario.name, ts, buses, summary, meta, bus_ts, devices, completed=error is None, error=error,
-                      stopped_by=stopped_by, branches=branches, net=grid.net if g.power_flow else None)
+                      stopped_by=stopped_by, branches=branches, net=grid.net if g.power_flow else None,
+                      settlement=settlement)
     # The partial marking leads summary.json: complete, stopped_by, error, ticks done, last tick.
     results.summary = {**results.status(), **summary}
     return results

@@ -190,6 +190,7 @@ def write_results(results: Results, out_dir: str | Path, plot: bool = False) -> 
             "bus_timeseries.parquet": results.bus_timeseries,
             "devices.parquet": results.devices,
             "branches.parquet": results.branches,
+            "settlement.parquet": results.settlement,
         }
         for name, df in tables.items():
             if df is not None:
@@ -320,6 +321,9 @@ def summary_table(results: Results) -> str:
     bs = [f for f in s["fleets"].values() if f["kind"] == "basestation"]
     if bs:
         lines.append(f"base stations: reserve breaches {sum(f['n_reserve_breaches'] for f in bs)}")
+    settled = format_settlement(s.get("settlement") or [])
+    if settled:
+        lines += [""] + settled
     for w in s.get("warnings", []):
         lines.append(f"warning: {w}")
     return "\n".join(lines)

@@ -21,7 +21,8 @@ class Results:
     ``branches``: peak loading of every line and transformer over the run,
     plant and twin (with a power flow). ``summary``: KPIs. ``meta``: seed,
     versions, scenario hash. ``net``: the pandapower net the run solved (for
-    the network map; never written).
+    the network map; never written). ``settlement``: each DR event settled per
+    15-min interval against the twin and each baseline (:mod:`vpp.metrics.settle`).
 
     A run that stopped early is partial, never silently short: ``completed``
     is False, ``stopped_by`` says why (``"SIGINT"``, ``"SIGTERM"``,
@@ -42,6 +43,7 @@ class Results:
     error: str | None = field(default=None)
     stopped_by: str | None = None
     branches: pd.DataFrame | None = None
+    settlement: pd.DataFrame | None = None  # per (event, reference, settlement interval): vpp.metrics.settle
     net: Any = field(default=None, repr=False)
 
     def status(self) -> dict[str, Any]:
