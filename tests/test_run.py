@@ -80,7 +80,7 @@ def test_same_seed_same_parquet_bytes(small_dict, tmp_path):
         digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.glob("*.parquet")})
     assert digests[0] == digests[1]
     assert set(digests[0]) == {"timeseries.parquet", "buses.parquet", "bus_timeseries.parquet", "devices.parquet",
-                               "branches.parquet"}
+                               "branches.parquet", "settlement.parquet"}
     other = run_scenario(parse_scenario({**small_dict, "seed": 4}))
     write_results(other, tmp_path / "other")
     assert hashlib.sha256((tmp_path / "other" / "timeseries.parquet").read_bytes()).hexdigest() != (

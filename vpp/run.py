@@ -351,7 +351,11 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
         # Settlement as the field does it (against baselines, under each call's tier) beside the twin's truth.
         cal = scenario.time.calendar
         start = pd.Timestamp(cal.start) if cal.start is not None else None
-        settlement, summary["settlement"] = settle_run(ts, summary["calls"], start=start, dt_s=scenario.time.dt_s)
+        try:
+            settlement, summary["settlement"] = settle_run(ts, summary["calls"], start=start, dt_s=scenario.time.dt_s)
+        except Exception as exc:  # a report on the run: it must never cost the run's own results
+            summary["settlement"] = []
+            summary["warnings"].append(f"settlement failed and is missing: {type(exc).__name__}: {exc}")
     if plant.prices is not None:
         price = plant.prices.values[:n]
         ts[PRICE] = price

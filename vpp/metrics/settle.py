@@ -462,7 +462,11 @@ def _settle_one(f, fields, tier, settle_on, names, metered, twin, requested, t_i
         err = {"bias_kwh": None, "mae_kw": None, "rmse_kw": None, "rel_error": None, "baseline_kwh": None,
                "twin_kwh": None}
         if twin_win is not None:
-            err = {k: _num(v) for k, v in baseline_error(res.p_kw, twin_win).items()}
+            # The window's own interval as the index's freq: an event inside one interval is one sample.
+            step = pd.Timedelta(seconds=interval_s)
+            base_kw = pd.Series(res.p_kw.to_numpy(dtype=float), index=pd.DatetimeIndex(win, freq=step))
+            twin_kw = pd.Series(twin_win.to_numpy(dtype=float), index=pd.DatetimeIndex(win, freq=step))
+            err = {k: _num(v) for k, v in baseline_error(base_kw, twin_kw).items()}
         elif res.ok:
             p = res.p_kw.to_numpy()
             err["baseline_kwh"] = float(p.sum() * interval_s / S_PER_H)
