@@ -44,7 +44,7 @@ from typing import Annotated, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from vpp.fleets.base import Fleet, FleetState, KindSpec, Workspace, frozen
+from vpp.fleets.base import Envelope, Fleet, FleetState, FlexGroups, KindSpec, Workspace, frozen
 from vpp.fleets.config import (
     MAX_DEVICE_KW,
     MAX_DEVICE_KWH,
@@ -552,7 +552,7 @@ class EVFleet(Fleet):
         e_acc *= eta
         np.add(s.e_kwh, e_acc, out=tmp2)
         np.multiply(s.cap_kwh, self._soc_flat, out=e_start)
-        slow = np.flatnonzero((tmp2 > e_start) & s.plugged)
+        slow = np.flatnonzero((tmp2 > e_start) & (e_rem > 0.0))  # e_rem > 0 only where plugged; full: 0 anyway
         if slow.size:
             e_acc[slow] = taper_energy_kwh(s.e_kwh[slow], s.cap_kwh[slow], self.p_rated_kw[slow],
                                            s.p_accept_kw[slow], eta, tmp[slow], self.taper_soc, self.taper_frac)
@@ -627,6 +627,102 @@ class EVFleet(Fleet):
     def soc(self, s: EVState) -> np.ndarray:
         """State of charge of the plugged vehicle [-] (NaN where no vehicle is plugged)."""
         return np.where(s.plugged, s.e_kwh / s.cap_kwh, np.nan)
+
+    def _p_full_kw(self, s: EVState, idx) -> np.ndarray:
+        """Full charging power on the flat part of the curve, grid side [kW] (the taper is ignored here)."""
+        return np.minimum(self.p_rated_kw[idx], s.p_accept_kw[idx] * self._frac_flat)
+
+    def dispatch_keys(self, s: EVState, t_s: float, dt_s: float) -> dict[str, np.ndarray]:
+        """``deadline_s`` (departure) and ``laxity_s`` of each plugged session; ``inf`` where nothing is plugged.
+
+        Laxity = time from ``t_s`` to departure minus the time the remaining
+        energy (battery side) needs at full power on the flat part of the
+        charging curve [s]; the taper makes the true need longer, so this is
+        the laxity's upper bound (the envelope enforces the exact one).
+        Negative: the session can no longer reach its target.
+        """
+        deadline_s = np.where(s.plugged, s.t_departure_s, np.inf)
+        e_rem_kwh = np.maximum(s.e_target_kwh - s.e_kwh, 0.0)
+        rate_kw = self.eta * self._p_full_kw(s, slice(None))  # stored per hour at full power [kW]
+        need_s = np.full(self.n, np.inf)
+        np.divide(e_rem_kwh * S_PER_H, rate_kw, out=need_s, where=rate_kw > 0.0)
+        need_s[e_rem_kwh <= 0.0] = 0.0
+        laxity_s = np.where(s.plugged, (s.t_departure_s - t_s) - need_s, np.inf)
+        return {"deadline_s": deadline_s, "laxity_s": laxity_s}
+
+    def flex_groups(self, s: EVState, t_s: float, dt_s: float, n_ticks: int, env: Envelope,
+                    members: np.ndarray | None = None, bucket_s: float = 3600.0) -> FlexGroups | None:
+        """Plugged sessions grouped by departure bucket (width ``bucket_s`` from ``t_s``) and V2G capability.
+
+        Per session over the horizon (vectorised over sessions, one pass per
+        tick): present fraction of each tick; full power on the flat part of
+        the curve (``min(rating, acceptance)``; the taper is ignored after
+        tick 0); the no-call forecast (full power until the target); the
+        highest energy reachable (capped at the target); the lowest (the
+        arrival energy, or down to ``soc_v2g_min`` for V2G); and the departure
+        energy as a cumulative lower bound: at the end of tick ``k`` at least
+        ``e_target - eta * p_full * (time present after it)``, the level from
+        which full power still reaches the target by departure (capped at the
+        reachable maximum for a session already late). Each bound is summed
+        per group. Tick 0 uses the envelope's default exactly. Sessions that
+        arrive later are unknown to the operator and not modelled.
+        """
+        idx = np.arange(self.n) if members is None else np.asarray(members)
+        idx = idx[s.plugged[idx]]
+        if idx.size == 0:
+            return None
+        dt_h = dt_s / S_PER_H
+        eta = self.eta
+        p_full = self._p_full_kw(s, idx)
+        v2g = self.v2g[idx]
+        p_dis = np.where(v2g, self.p_rated_kw[idx], 0.0)
+        t_arr, t_dep = s.t_arrival_s[idx], s.t_departure_s[idx]
+        e_tgt = s.e_target_kwh[idx]
+        e0 = s.e_kwh[idx]
+        n_bucket = int(np.ceil(n_ticks * dt_s / bucket_s)) + 1
+        bucket = np.clip(np.floor((t_dep - t_s) / bucket_s), 0, n_bucket - 1).astype(np.int64)
+        keys, grp = np.unique(bucket * 2 + v2g, return_inverse=True)
+        grp = grp.reshape(-1)
+        n_g = keys.shape[0]
+        labels = tuple(f"{self.name}:departs+{int(k // 2) * bucket_s / S_PER_H:g}h{':v2g' if k % 2 else ''}"
+                       for k in keys)
+        shape = (n_g, n_ticks)
+        p_base, c_max, d_max = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        e_min, e_max = np.zeros(shape), np.zeros(shape)
+
+        def per_group(x):
+            return np.bincount(grp, weights=x, minlength=n_g)
+
+        e_def = e0.copy()  # no-call forecast [kWh]
+        e_hi = e0.copy()  # highest reachable [kWh]
+        floor = np.where(v2g, np.minimum(e0, self.soc_v2g_min * s.cap_kwh[idx]), e0)
+        e_lo = e0.copy()  # lowest reachable [kWh]
+        for k in range(n_ticks):
+            t0 = t_s + k * dt_s
+            t1 = t0 + dt_s
+            frac = np.clip((np.minimum(t_dep, t1) - np.maximum(t_arr, t0)) / dt_s, 0.0, 1.0)
+            if k == 0:  # the envelope: exact, taper included
+                p_def = env.p_default_kw[idx]
+                p_up, p_down = np.maximum(env.p_max_kw[idx], 0.0), np.maximum(-env.p_min_kw[idx], 0.0)
+            else:
+                p_def = np.minimum(p_full * frac, np.maximum(e_tgt - e_def, 0.0) / (eta * dt_h))
+                p_up, p_down = p_full * frac, p_dis * frac
+            c_max[:, k] = per_group(p_up)
+            d_max[:, k] = per_group(p_down)
+            p_base[:, k] = per_group(p_def)
+            e_def = e_def + eta * p_def * dt_h
+            e_hi = np.minimum(e_tgt, e_hi + eta * p_up * dt_h)
+            e_lo = np.maximum(floor, e_lo - p_down * dt_h / eta)
+            lax = e_tgt - eta * p_full * np.maximum(t_dep - t1, 0.0) / S_PER_H
+            e_min[:, k] = per_group(np.minimum(np.maximum(lax, e_lo), e_hi))
+            e_max[:, k] = per_group(e_hi)
+        one = np.ones(idx.size)
+        return FlexGroups(
+            labels=labels, member=idx, group=grp, share_down=one, share_up=one, p_base_kw=p_base,
+            p_fixed_kw=np.zeros(shape), c_max_kw=c_max, d_max_kw=d_max, e0_kwh=per_group(e0), e_min_kwh=e_min,
+            e_max_kwh=e_max, leak=np.ones(n_g), gain_c=np.full(n_g, eta), gain_d=np.full(n_g, 1.0 / eta),
+            w_kwh=np.zeros(shape),
+        )
 
     def tick_metrics(self, s: EVState) -> dict[str, float]:
         return {"n_plugged": float(s.plugged.sum()), "e_unmet_kwh": s.e_unmet_kwh}

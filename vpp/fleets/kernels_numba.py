@@ -123,6 +123,10 @@ def _ev_p_max(e, e_tgt, cap, p_acc, p_rated, t_arr, t_dep, knot_soc, knot_frac, 
     frac = (min(t_dep, t_end_s) - max(t_arr, t_s)) * inv_dt_s
     frac = min(max(frac, 0.0), 1.0)
     e_rem = max(e_tgt - e, 0.0)
+    if e_rem <= 0.0:
+        # Already at its target: nothing to take (the same 0 as below), and no taper walk. In the
+        # evening most plugged AC vehicles are full and above the knee: 4 of 5 walks were these.
+        return 0.0, frac
     # Most the vehicle takes while present: flat part in closed form, the taper walk beyond it.
     t_acc_h = frac * dt_h
     e_acc = min(p_rated, p_acc * frac_flat) * t_acc_h * eta
