@@ -43,5 +43,5 @@ def test_shapes(shape):
 
 
 def test_unknown_strategy_lists_valid():
-    with pytest.raises(KeyError, match="valid: merit_order, pro_rata"):
+    with pytest.raises(KeyError, match="valid: edf, llf, merit_order, optimal, pro_rata"):
         get_allocator("lottery")

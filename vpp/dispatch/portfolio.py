@@ -10,6 +10,15 @@ and the split of the built-in strategies are compiled single passes
 path for any other allocator. A call targeting every device is split over the
 whole arrays, never gathered and scattered through an index array (merit order
 walks its cost order, sorted once per call and cached: costs are frozen).
+
+Strategies that order devices by per-device keys (``edf``, ``llf``: see
+:mod:`vpp.dispatch.allocation`) get them from each fleet's
+:meth:`~vpp.fleets.base.Fleet.dispatch_keys` at the tick, computed only when a
+call is split and once per tick; their compiled path sorts the selection by
+key with numpy and walks that order with the merit order's compiled walk.
+The ``optimal`` strategy is planned over the call's window by a
+:class:`vpp.dispatch.optimal.OptimalPlanner` per portfolio, from the fleets'
+states and envelopes of the tick (kept by :meth:`Portfolio.flexibility`).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vpp.dispatch.aggregate import BusFlexibility, aggregate_by_bus
-from vpp.dispatch.allocation import Allocator, merit_order, pro_rata
+from vpp.dispatch.allocation import Allocator, edf, llf, merit_order, order_by_key, pro_rata, strategy_keys
 from vpp.dr import DRCall
 from vpp.fleets.base import Envelope, Fleet, FleetState
 from vpp.fleets.kernels import NUMBA_AVAILABLE
@@ -28,7 +37,8 @@ __all__ = ["Portfolio"]
 
 _ALL = slice(None)  # the selection of a call that targets every device
 _NO_IDX = np.zeros(0, dtype=np.intp)  # the compiled pro-rata split's index argument when every device is targeted
-_COMPILED_SPLITS = (("pro_rata", pro_rata), ("merit_order", merit_order))  # strategies with a compiled split
+# Strategies with a compiled split (edf and llf: a numpy sort by key, then the merit order's compiled walk).
+_COMPILED_SPLITS = (("pro_rata", pro_rata), ("merit_order", merit_order), ("edf", edf), ("llf", llf))
 
 
 class Portfolio:
@@ -41,10 +51,24 @@ class Portfolio:
     fleets' states are passed in (the portfolio holds none).
     """
 
-    def __init__(self, fleets: Sequence[Fleet], n_bus: int, allocator: Allocator):
+    def __init__(self, fleets: Sequence[Fleet], n_bus: int, allocator: Allocator, *, optimal_config=None,
+                 offer_cost: bool = False):
         self.fleets = list(fleets)
         self.n_bus = n_bus
         self.allocator = allocator
+        self.keys = strategy_keys(allocator)
+        """Per-device keys the strategy reads (:meth:`vpp.fleets.base.Fleet.dispatch_keys`)."""
+        self.offer_cost = offer_cost
+        """Whether the operator sends its room-weighted cost with each offer (:meth:`offered_cost`)."""
+        self.optimal = None
+        """The ``optimal`` strategy's planner (:class:`vpp.dispatch.optimal.OptimalPlanner`), if that is the strategy."""
+        if getattr(allocator, "horizon", False):
+            from vpp.dispatch.optimal import OptimalConfig, OptimalPlanner
+
+            self.optimal = OptimalPlanner(optimal_config or OptimalConfig())
+        self.tick: tuple[Sequence[FleetState], float, float] | None = None
+        """``(states, t_s, dt_s)`` of the last :meth:`flexibility` (the tick being dispatched)."""
+        self._keys: dict[str, np.ndarray] | None = None
         self.bus_idx = np.concatenate([f.bus_idx for f in self.fleets]) if self.fleets else np.zeros(0, np.int64)
         self.bus_idx.flags.writeable = False
         if self.bus_idx.size and not (0 <= int(self.bus_idx.min()) and int(self.bus_idx.max()) < n_bus):
@@ -95,7 +119,41 @@ class Portfolio:
         the portfolio gave it: nothing is copied.
         """
         self._fleet_envs = [f.flexibility(s, t_s, dt_s, ws) for f, s, ws in zip(self.fleets, states, self._work)]
+        self.tick = (states, float(t_s), float(dt_s))
+        self._keys = None
         return self._env
+
+    @property
+    def fleet_envelopes(self) -> list[Envelope]:
+        """Each fleet's envelope from the last :meth:`flexibility` (views into the portfolio's buffers)."""
+        return self._fleet_envs
+
+    def dispatch_keys(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Per-device keys of the tick of the last :meth:`flexibility`, over all fleets (computed once per tick).
+
+        ``names``: the keys wanted (default: the strategy's). Raises
+        ``RuntimeError`` before any :meth:`flexibility`.
+        """
+        names = tuple(self.keys if names is None else names)
+        if self.tick is None:
+            raise RuntimeError("dispatch keys need the fleets' states: call flexibility() first")
+        if self._keys is None or any(k not in self._keys for k in names):
+            states, t_s, dt_s = self.tick
+            per_fleet = [f.dispatch_keys(s, t_s, dt_s) for f, s in zip(self.fleets, states)]
+            self._keys = {k: np.concatenate([d[k] for d in per_fleet]) if per_fleet else np.zeros(0)
+                          for k in names}
+        return {k: self._keys[k] for k in names}
+
+    def offered_cost(self, env: Envelope) -> tuple[float, float]:
+        """Room-weighted mean dispatch cost of reducing and of increasing [CNY/kWh] (0 without room).
+
+        What the operator sends with its offer, for the platform's merit order.
+        """
+        out = []
+        for room_kw in (np.subtract(env.p_default_kw, env.p_min_kw), np.subtract(env.p_max_kw, env.p_default_kw)):
+            total_kw = float(room_kw.sum())
+            out.append(float(np.dot(self.cost_cny_per_kwh, room_kw)) / total_kw if total_kw > 0.0 else 0.0)
+        return out[0], out[1]
 
     def by_bus(self, env: Envelope) -> BusFlexibility:
         """The envelope summed per bus [kW]."""
@@ -140,32 +198,50 @@ class Portfolio:
         return order
 
     def setpoints(
-        self, env: Envelope, requests: Sequence[tuple[DRCall, float]]
+        self, env: Envelope, requests: Sequence[tuple[DRCall, float]], keys: dict[str, np.ndarray] | None = None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Per-device setpoints [kW] and, per call, the instructed change per bus [kW, signed].
 
         Each ``(call, delta_kw)`` moves the default power in turn: it is split
         over the call's targeted devices by the allocation strategy, within the
-        room left after earlier requests.
+        room left after earlier requests. ``keys``: per-device keys for the
+        strategy (default: from the fleets at the tick, :meth:`dispatch_keys`).
+        The ``optimal`` strategy plans each call over its window
+        (:mod:`vpp.dispatch.optimal`); with no fleet state at hand (an envelope
+        made by hand) it splits the tick as the merit order.
         """
         p_kw = self._p_set_kw
         np.copyto(p_kw, env.p_default_kw)
         instructed: dict[str, np.ndarray] = {}
+        if self.optimal is not None:
+            if env is not self._env:
+                self.tick = None  # a hand-made envelope: the fleets' tick data do not describe it
+            for call, delta_kw in requests:
+                if delta_kw == 0.0:
+                    continue
+                d_kw = self.optimal.split(self, p_kw, env, float(delta_kw), self._selection(call), call)
+                instructed[call.call_id] = np.bincount(self.bus_idx, weights=d_kw, minlength=self.n_bus)
+            return p_kw, instructed
         # The compiled split stands in for the built-in strategies only; any other callable runs as given.
         # (Matched by identity: an allocator need not be hashable.)
         compiled = next((k for k, f in _COMPILED_SPLITS if f is self.allocator), None) if self.use_numba else None
+        if self.keys and keys is None and any(delta_kw != 0.0 for _, delta_kw in requests):
+            keys = self.dispatch_keys()
         for call, delta_kw in requests:
             if delta_kw == 0.0:
                 continue
             sel = self._selection(call)
             if compiled is None:
-                instructed[call.call_id] = self._split_numpy(p_kw, env, float(delta_kw), sel)
+                instructed[call.call_id] = self._split_numpy(p_kw, env, float(delta_kw), sel, keys)
             else:
-                instructed[call.call_id] = self._split_compiled(compiled, call, p_kw, env, float(delta_kw), sel)
+                instructed[call.call_id] = self._split_compiled(compiled, call, p_kw, env, float(delta_kw), sel,
+                                                                keys)
         return p_kw, instructed
 
-    def _split_numpy(self, p_kw: np.ndarray, env: Envelope, delta_kw: float, sel: np.ndarray | slice) -> np.ndarray:
+    def _split_numpy(self, p_kw: np.ndarray, env: Envelope, delta_kw: float, sel: np.ndarray | slice,
+                     keys: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """The reference split: room of the selected devices, the allocator, added back; per-bus sum [kW]."""
+        given = {k: v for k, v in (keys or {}).items() if k in self.keys}
         if isinstance(sel, slice):
             # Every device: whole arrays, no gather or scatter through an index array.
             if delta_kw < 0.0:
@@ -173,23 +249,37 @@ class Portfolio:
             else:
                 room_kw = np.subtract(env.p_max_kw, p_kw)
             np.maximum(room_kw, 0.0, out=room_kw)
-            d_kw = self.allocator(delta_kw, room_kw, self.cost_cny_per_kwh)
+            d_kw = self.allocator(delta_kw, room_kw, self.cost_cny_per_kwh, **given)
             p_kw += d_kw
             return np.bincount(self.bus_idx, weights=d_kw, minlength=self.n_bus)
         room_kw = (p_kw[sel] - env.p_min_kw[sel]) if delta_kw < 0.0 else (env.p_max_kw[sel] - p_kw[sel])
-        d_kw = self.allocator(delta_kw, np.maximum(room_kw, 0.0), self.cost_cny_per_kwh[sel])
+        d_kw = self.allocator(delta_kw, np.maximum(room_kw, 0.0), self.cost_cny_per_kwh[sel],
+                              **{k: v[sel] for k, v in given.items()})
         p_kw[sel] += d_kw
         return np.bincount(self.bus_idx[sel], weights=d_kw, minlength=self.n_bus)
 
+    def _key_order(self, name: str, delta_kw: float, sel: np.ndarray | slice,
+                   keys: dict[str, np.ndarray] | None) -> np.ndarray:
+        """The selected devices in ``edf``/``llf`` order (as the reference sorts them), as portfolio indices."""
+        key_name = strategy_keys(self.allocator)[0]
+        key = (keys or {}).get(key_name)
+        if key is None:
+            key = np.full(self.n, np.inf)
+        if isinstance(sel, slice):
+            return order_by_key(delta_kw, key)
+        return sel[order_by_key(delta_kw, key[sel])]
+
     def _split_compiled(self, name: str, call: DRCall, p_kw: np.ndarray, env: Envelope, delta_kw: float,
-                        sel: np.ndarray | slice) -> np.ndarray:
+                        sel: np.ndarray | slice, keys: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """The split of a built-in strategy as one compiled pass (same numbers as :meth:`_split_numpy`)."""
         from vpp.dispatch import kernels_numba  # imports numba; compiled (or loaded from cache) on first call
 
         instructed_kw = np.zeros(self.n_bus)
-        if name == "merit_order":
-            kernels_numba.split_merit_order(delta_kw, p_kw, env.p_min_kw, env.p_max_kw, self.bus_idx,
-                                            self._merit_order(call, sel), instructed_kw)
+        if name in ("merit_order", "edf", "llf"):
+            order = self._merit_order(call, sel) if name == "merit_order" else self._key_order(name, delta_kw, sel,
+                                                                                                keys)
+            kernels_numba.split_merit_order(delta_kw, p_kw, env.p_min_kw, env.p_max_kw, self.bus_idx, order,
+                                            instructed_kw)
         else:
             every = isinstance(sel, slice)
             idx = _NO_IDX if every else sel

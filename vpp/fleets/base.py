@@ -40,7 +40,7 @@ import numpy as np
 
 from vpp.units import S_PER_H
 
-__all__ = ["Envelope", "Fleet", "FleetState", "KindSpec", "Workspace", "frozen"]
+__all__ = ["Envelope", "Fleet", "FleetState", "FlexGroups", "KindSpec", "Workspace", "frozen"]
 
 
 def frozen(x, n: int, dtype=float) -> np.ndarray:
@@ -136,6 +136,60 @@ class Envelope:
     def clip(self, p_set_kw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Setpoints [kW] clipped into the envelope."""
         return np.clip(p_set_kw, self.p_min_kw, self.p_max_kw, out=out)
+
+
+@dataclass(frozen=True)
+class FlexGroups:
+    """A fleet's devices aggregated into groups ("virtual batteries") over ``H`` ticks, for the ``optimal`` strategy.
+
+    Each group ``g`` is a storage model of summed device quantities (the
+    aggregate model of Müller et al. 2019, "Aggregation and disaggregation of
+    energetic flexibility from distributed energy resources", IEEE Trans.
+    Smart Grid 10(2); for thermal loads the leaky "generalized battery" of
+    Hao et al. 2015, "Aggregate flexibility of thermostatically controlled
+    loads", IEEE Trans. Power Syst. 30(1)). Over tick ``k`` (``k = 0`` is the
+    tick being dispatched) the group draws ``p = p_fixed + c - d`` [kW] from the
+    grid with ``0 <= c <= c_max``, ``0 <= d <= d_max``, and its stored energy
+    moves as ``E[k+1] = leak * E[k] + (gain_c * c - gain_d * d) * dt_h - w[k]``
+    within ``[e_min[k], e_max[k]]`` (the bounds hold at the end of tick ``k``).
+    ``p_base_kw`` is the group's power with no call, forecast from the state
+    (tick 0: the envelope's default exactly).
+
+    Membership: device ``member[j]`` (an index into the fleet) belongs to
+    group ``group[j]`` with the fraction ``share_down[j]`` / ``share_up[j]`` of
+    its room in each direction (1 when the device is one storage; a building's
+    room is shared by its thermal mass and its battery). A group's room at
+    tick 0 is the share-weighted sum of its members' envelope room, and its
+    setpoint is split over them in proportion to that.
+
+    Shapes: ``(G,)`` per group, ``(G, H)`` per group and tick, ``(m,)`` per membership.
+    """
+
+    labels: tuple[str, ...]
+    member: np.ndarray
+    group: np.ndarray
+    share_down: np.ndarray
+    share_up: np.ndarray
+    p_base_kw: np.ndarray  # no-call forecast of the group's grid power [kW], (G, H)
+    p_fixed_kw: np.ndarray  # the part it cannot move (site load, base load, PV) [kW], (G, H)
+    c_max_kw: np.ndarray  # largest charging (or HVAC) power [kW], (G, H)
+    d_max_kw: np.ndarray  # largest discharging power, grid side [kW], (G, H)
+    e0_kwh: np.ndarray  # stored energy (or its equivalent) at the tick start [kWh], (G,)
+    e_min_kwh: np.ndarray  # lower bound at the end of each tick [kWh], (G, H)
+    e_max_kwh: np.ndarray  # upper bound at the end of each tick [kWh], (G, H)
+    leak: np.ndarray  # retained share of the stored energy per tick [-], (G,)
+    gain_c: np.ndarray  # stored per kWh charged [-], (G,)
+    gain_d: np.ndarray  # taken from storage per kWh discharged at the grid [-], (G,)
+    w_kwh: np.ndarray  # exogenous drain per tick [kWh], (G, H)
+
+    @property
+    def n_groups(self) -> int:
+        """Number of groups ``G``."""
+        return len(self.labels)
+
+
+def _deadline_keys(n: int) -> dict[str, np.ndarray]:
+    return {"deadline_s": np.full(n, np.inf), "laxity_s": np.full(n, np.inf)}
 
 
 class Fleet(ABC):
@@ -268,6 +322,29 @@ class Fleet(ABC):
         """Write only the default power into ``ws.p_default_kw`` and return ``True``, if the kind can do that
         more cheaply than the whole envelope (which it must equal); ``False``: not supported."""
         return False
+
+    def dispatch_keys(self, state: FleetState, t_s: float, dt_s: float) -> dict[str, np.ndarray]:
+        """Per-device keys for ordered strategies (``edf``, ``llf``) at the tick ``[t_s, t_s + dt_s)``.
+
+        ``deadline_s``: when the device must have its energy [s since the
+        start]; ``laxity_s``: time to that deadline minus the time the
+        remaining energy needs at full power [s]. Reads, never writes,
+        ``state``. Default (kinds without a deadline: base stations,
+        buildings): ``inf`` for every device, which those strategies serve last.
+        """
+        return _deadline_keys(self.n)
+
+    def flex_groups(self, state: FleetState, t_s: float, dt_s: float, n_ticks: int, env: Envelope,
+                    members: np.ndarray | None = None, bucket_s: float = 3600.0) -> FlexGroups | None:
+        """The devices ``members`` (default all) as aggregate storage groups over ``n_ticks`` ticks from ``t_s``.
+
+        ``env`` is this state's envelope for the tick ``[t_s, t_s + dt_s)``;
+        ``bucket_s`` is the width of deadline buckets for kinds that group by
+        deadline. Reads, never writes, ``state``. ``None`` (the default): the
+        kind has no energy model, and :mod:`vpp.dispatch.optimal` holds its
+        tick-0 envelope for the whole horizon with no energy constraint.
+        """
+        return None
 
     @abstractmethod
     def _advance(self, state: FleetState, t_s: float, dt_s: float) -> None:

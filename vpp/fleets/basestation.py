@@ -21,7 +21,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from vpp.fleets.base import Fleet, FleetState, KindSpec, Workspace
+from vpp.fleets.base import Envelope, Fleet, FleetState, FlexGroups, KindSpec, Workspace
 from vpp.fleets.config import MAX_DEVICE_KW, MAX_DEVICE_KWH, MAX_HOURS, Efficiency, FleetConfigBase, Fraction, one_of, real
 from vpp.fleets.kernels import NUMBA_AVAILABLE, backup_reserve_kwh, battery_power_bounds
 from vpp.fleets.parameters import BASESTATION_PARAMETERS, BaseStationParameters
@@ -160,6 +160,56 @@ class BaseStationFleet(Fleet):
         s.e_loss_kwh += e_batt_grid - e_batt_delta
         s.e_discharged_kwh += float(np.maximum(-p_batt_kw, 0.0).sum()) * dt_h
         s.e_kwh[:] = e_new
+
+    def flex_groups(self, s: BaseStationState, t_s: float, dt_s: float, n_ticks: int, env: Envelope,
+                    members: np.ndarray | None = None, bucket_s: float = 3600.0) -> FlexGroups | None:
+        """The sites ``members`` as one battery group over ``n_ticks`` ticks (``bucket_s`` unused: no deadline).
+
+        The site load follows the traffic profile, known ahead (tick 0: the
+        state's). Exact per site and summed: the site load, the charge limit,
+        the discharge limit (never exporting: at most the site load), the
+        reserve floor (capped at what a site below it can reach by recharging
+        at full power) and ``soc_max``. Approximated by the aggregate: energy
+        may move between sites (Müller et al. 2019's outer approximation), so
+        a group plan may ask one site for more than it holds; the envelope
+        clips it. The no-call forecast recharges at full power to ``soc_max``.
+        """
+        idx = np.arange(self.n) if members is None else np.asarray(members)
+        if idx.size == 0:
+            return None
+        dt_h = dt_s / 3600.0
+        eta = self.eta
+        p_batt = self.p_batt_max_kw[idx]
+        floor, e_top = self.floor_kwh[idx], self.e_max_kwh[idx]
+        shape = (1, n_ticks)
+        p_base, p_fixed, c_max, d_max = (np.zeros(shape) for _ in range(4))
+        e_min, e_max = np.zeros(shape), np.full(shape, float(e_top.sum()))
+        e_def = s.e_kwh[idx].copy()
+        e_hi = s.e_kwh[idx].copy()
+        scale, idle, span = self.traffic_scale[idx], self.p_idle_kw[idx], self.p_busy_kw[idx] - self.p_idle_kw[idx]
+        for k in range(n_ticks):
+            if k == 0:
+                site = s.p_site_kw[idx]
+                p_def = env.p_default_kw[idx]
+            else:  # as _advance does, from the profile
+                traffic = float(self.traffic(hour_of_day(t_s + k * dt_s, self.clock_start_h)))
+                site = np.clip(scale * traffic, 0.0, 1.0) * span + idle
+                p_def = site + np.minimum(p_batt, np.maximum(e_top - e_def, 0.0) / (eta * dt_h))
+            p_fixed[0, k] = site.sum()
+            c_max[0, k] = p_batt.sum()
+            d_max[0, k] = np.minimum(p_batt, site).sum()
+            p_base[0, k] = p_def.sum()
+            b_def = p_def - site
+            e_def = e_def + np.where(b_def > 0.0, eta * b_def, b_def / eta) * dt_h
+            e_hi = np.minimum(e_top, e_hi + eta * p_batt * dt_h)
+            e_min[0, k] = np.minimum(floor, e_hi).sum()
+        one = np.ones(idx.size)
+        return FlexGroups(
+            labels=(f"{self.name}:batteries",), member=idx, group=np.zeros(idx.size, dtype=np.int64),
+            share_down=one, share_up=one, p_base_kw=p_base, p_fixed_kw=p_fixed, c_max_kw=c_max, d_max_kw=d_max,
+            e0_kwh=np.array([s.e_kwh[idx].sum()]), e_min_kwh=e_min, e_max_kwh=e_max, leak=np.ones(1),
+            gain_c=np.full(1, eta), gain_d=np.full(1, 1.0 / eta), w_kwh=np.zeros(shape),
+        )
 
     def soc(self, s: BaseStationState) -> np.ndarray:
         """Battery state of charge [-]."""

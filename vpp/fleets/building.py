@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from vpp.fleets.base import Fleet, FleetState, KindSpec, Workspace
+from vpp.fleets.base import Envelope, Fleet, FleetState, FlexGroups, KindSpec, Workspace
 from vpp.fleets.config import (
     MAX_DEVICE_KW,
     MAX_DEVICE_KWH,
@@ -241,6 +241,119 @@ class BuildingFleet(Fleet):
         s.e_hvac_kwh += float(s.p_hvac_kw.sum()) * dt_h
         s.e_pv_kwh += float(-s.p_pv_kw.sum()) * dt_h
         s.e_batt_loss_kwh += float(battery_loss_kwh(s.p_batt_kw, dt_h, self.batt_eta).sum())
+
+    def flex_groups(self, s: BuildingState, t_s: float, dt_s: float, n_ticks: int, env: Envelope,
+                    members: np.ndarray | None = None, bucket_s: float = 3600.0) -> FlexGroups | None:
+        """The buildings ``members`` as a thermal group and a battery group over ``n_ticks`` ticks.
+
+        Thermal group: each building's 1R1C room as a leaky store of cooling,
+        ``x = (C / COP) * (t_set - T_in)`` [kWh electric equivalent], which the
+        exact tick update of :func:`~vpp.fleets.kernels.rc_temperature_step`
+        turns into ``x[k+1] = a * x[k] + (1 - a) R C * P_hvac - w[k]`` with
+        ``w[k] = (1 - a) (C / COP) (T_out + R Q_gain - t_set)``; the comfort band
+        is the energy-equivalent band ``-(C / COP)(t_max - t_set) <= x <=
+        (C / COP)(t_set - t_min)``. Summed over buildings, ``w``, the band and
+        the HVAC limits are exact; the decay ``a`` and the gain ``(1 - a) R C``
+        are replaced by their (C / COP)- and rating-weighted means (exact for
+        identical buildings; Hao et al. 2015's generalized battery with
+        averaged parameters). The group's fixed load is base load plus PV;
+        its no-call forecast is the thermostat holding ``t_set``.
+
+        Battery group (buildings with a battery): summed energy, power and SoC
+        bounds; no-call forecast stores PV surplus, otherwise holds.
+
+        Outdoor temperature, occupancy and PV follow their profiles (tick 0:
+        the state's). A building's room at tick 0 is split between the groups
+        in proportion to its HVAC and battery room (``share_down``/``share_up``),
+        as the fleet splits a setpoint between them.
+        """
+        idx = np.arange(self.n) if members is None else np.asarray(members)
+        if idx.size == 0:
+            return None
+        dt_h = dt_s / S_PER_H
+        a = self._rc_coefficient(dt_h)[idx]
+        cop, r, c = self.cop[idx], self.r_k_per_kw[idx], self.c_kwh_per_k[idx]
+        t_set, p_hvac_max = self.t_set_c[idx], self.p_hvac_max_kw[idx]
+        k_th = c / cop  # [kWh per K]
+        with_batt = idx[self.batt_cap_kwh[idx] > 0.0]
+        jb = np.flatnonzero(self.batt_cap_kwh[idx] > 0.0)
+        n_g = 2 if with_batt.size else 1
+        shape = (n_g, n_ticks)
+        p_base, p_fixed, c_max, d_max, w = (np.zeros(shape) for _ in range(5))
+        t_in = s.t_in_c[idx].copy()
+        e_b = s.e_batt_kwh[idx].copy()
+        eta_b = self.batt_eta
+        e_bmin, e_bmax, p_bmax = self.e_batt_min_kwh[idx], self.e_batt_max_kwh[idx], self.p_batt_max_kw[idx]
+        ws = env.work
+        for k in range(n_ticks):
+            if k == 0:
+                t_out, q_gain, fixed = s.t_out_c, s.q_gain_kw[idx], s.p_base_kw[idx] + s.p_pv_kw[idx]
+            else:  # as _advance does, from the profiles
+                t_k = t_s + k * dt_s
+                hod_h = hour_of_day(t_k, self.clock_start_h)
+                occupancy = float(self.base_profile(hod_h))
+                t_out = float(self.outdoor(hod_h))
+                pv = float(self.irradiance_kw_per_kwp(t_k)) if self.irradiance_kw_per_kwp is not None else \
+                    float(self.irradiance(hod_h))
+                q_gain = self.q_internal_peak_kw[idx] * occupancy
+                fixed = self.p_base_peak_kw[idx] * occupancy - self.pv_kwp[idx] * pv
+            hvac = np.clip(rc_power_for_temperature(t_set, t_in, t_out, q_gain, cop, r, a), 0.0, p_hvac_max)
+            b_max = np.minimum(p_bmax, np.maximum(e_bmax - e_b, 0.0) / (eta_b * dt_h))
+            b_def = np.clip(-(fixed + hvac), 0.0, b_max)
+            if k == 0 and ws is not None:  # the envelope's own defaults
+                hvac, b_def = ws.hvac_def[idx], ws.b_def[idx]
+            p_fixed[0, k] = fixed.sum()
+            c_max[0, k] = p_hvac_max.sum()
+            w[0, k] = ((1.0 - a) * k_th * (t_out + r * q_gain - t_set)).sum()
+            p_base[0, k] = fixed.sum() + hvac.sum()
+            t_in = rc_temperature_step(t_in, t_out, q_gain, hvac, cop, r, a)
+            if n_g == 2:
+                c_max[1, k] = d_max[1, k] = p_bmax[jb].sum()
+                p_base[1, k] = b_def[jb].sum()
+            e_b = battery_energy_step(e_b, b_def, dt_h, eta_b)
+        band_lo = float(-(k_th * (self.t_max_c[idx] - t_set)).sum())
+        band_hi = float((k_th * (t_set - self.t_min_c[idx])).sum())
+        x0 = float((k_th * (t_set - s.t_in_c[idx])).sum())
+        leak = [float((k_th * a).sum() / k_th.sum())]
+        gain = (1.0 - a) * r * c  # [h]
+        gain_c = [float((p_hvac_max * gain).sum() / p_hvac_max.sum()) / dt_h if p_hvac_max.sum() > 0.0 else 1.0]
+        gain_d = [0.0]
+        e0, e_lo, e_hi = [x0], [band_lo], [band_hi]
+        labels = [f"{self.name}:thermal"]
+        # Each building's room at tick 0 is its HVAC room plus its battery room.
+        if ws is not None:
+            r_hv_dn, r_hv_up = ws.hvac_def[idx] - ws.hvac_min[idx], ws.hvac_max[idx] - ws.hvac_def[idx]
+            r_b_dn, r_b_up = ws.b_def[idx] - ws.b_min[idx], ws.b_max[idx] - ws.b_def[idx]
+        else:
+            r_hv_dn = r_hv_up = np.ones(idx.size)
+            r_b_dn = r_b_up = np.zeros(idx.size)
+
+        def share(num, other):
+            tot = num + other
+            return np.divide(num, tot, out=np.ones_like(tot), where=tot > 0.0)
+
+        member, group = [idx], [np.zeros(idx.size, dtype=np.int64)]
+        share_down, share_up = [share(r_hv_dn, r_b_dn)], [share(r_hv_up, r_b_up)]
+        if n_g == 2:
+            labels.append(f"{self.name}:batteries")
+            e0.append(float(s.e_batt_kwh[with_batt].sum()))
+            e_lo.append(float(e_bmin[jb].sum()))
+            e_hi.append(float(e_bmax[jb].sum()))
+            leak.append(1.0)
+            gain_c.append(eta_b)
+            gain_d.append(1.0 / eta_b)
+            member.append(with_batt)
+            group.append(np.ones(with_batt.size, dtype=np.int64))
+            share_down.append(1.0 - share_down[0][jb])
+            share_up.append(1.0 - share_up[0][jb])
+        return FlexGroups(
+            labels=tuple(labels), member=np.concatenate(member), group=np.concatenate(group),
+            share_down=np.concatenate(share_down), share_up=np.concatenate(share_up), p_base_kw=p_base,
+            p_fixed_kw=p_fixed, c_max_kw=c_max, d_max_kw=d_max, e0_kwh=np.array(e0),
+            e_min_kwh=np.repeat(np.array(e_lo)[:, None], n_ticks, axis=1),
+            e_max_kwh=np.repeat(np.array(e_hi)[:, None], n_ticks, axis=1), leak=np.array(leak),
+            gain_c=np.array(gain_c), gain_d=np.array(gain_d), w_kwh=w,
+        )
 
     def tick_metrics(self, s: BuildingState) -> dict[str, float]:
         if not self.n:

@@ -1,0 +1,450 @@
+"""The ``optimal`` strategy: a least-cost linear programme over a call's remaining window, with energy constraints.
+
+What it decides. An operator's share of a call is a requested change of its
+power, tick by tick, until the call ends. Per-device LPs at 10^5 devices are
+too large to solve every tick, so the devices are aggregated into *groups*
+(:class:`vpp.fleets.base.FlexGroups`, made by each fleet kind): EV sessions per
+fleet x departure bucket (``bucket_s``, default 1 h) x V2G capability, each
+fleet's base-station batteries, each building fleet's thermal mass and its
+batteries. A group is a "virtual battery" with summed bounds: the standard
+aggregate model (Müller et al. 2019, "Aggregation and disaggregation of
+energetic flexibility from distributed energy resources", IEEE Trans. Smart
+Grid 10(2), 1205-1214; for thermal loads Hao et al. 2015, "Aggregate
+flexibility of thermostatically controlled loads", IEEE Trans. Power Syst.
+30(1), 189-198). The LP plans every group's power over the window, the
+portfolio applies its first tick, split over each group's devices in
+proportion to their room, and plans again.
+
+The LP (``G`` groups, ``H`` ticks of ``dt_h`` hours, ``k = 0`` the tick being
+dispatched). Variables per group and tick: charge ``c >= 0`` and discharge
+``d >= 0`` power [kW] (grid side), the stored energy ``E`` at the tick's end
+[kWh], and the deviation from the group's no-call forecast split into
+``dp, dm >= 0`` [kW]; per tick the request slacks ``a, b >= 0`` [kW].
+
+* energy: ``E[g,k] = leak_g E[g,k-1] + (gain_c c - gain_d d) dt_h - w[g,k]``,
+  ``E[g,-1] = e0_g``; ``e_min[g,k] <= E[g,k] <= e_max[g,k]``. This carries the
+  EV departure energy (a cumulative lower bound by deadline, per session and
+  summed), the base stations' backup reserve and SoC bounds, the building
+  batteries' SoC bounds and the comfort band (the 1R1C room as a leaky store
+  of cooling; its band in energy-equivalent form);
+* envelope: ``c <= c_max[g,k]``, ``d <= d_max[g,k]`` and, at tick 0, the exact
+  room of the group's devices: ``dp <= up0_g``, ``dm <= down0_g``;
+* deviation: ``p_fixed + c - d - p_base = dp - dm`` (the group's power minus
+  its no-call forecast);
+* request: ``sum_g (dp - dm)[g,k] - a_k + b_k = r_k``;
+* objective: ``min dt_h * sum( cost_g (dp + dm) + M_k (a_k + b_k) )`` with
+  ``cost_g`` the room-weighted mean ``cost_cny_per_kwh`` of the group's devices
+  and the shortfall penalty ``M_k`` far above any cost (default ``1e3 * (1 +
+  max cost)`` CNY/kWh, a little higher for earlier ticks so that a shortfall
+  that must happen happens later rather than now).
+
+The requested change ``r_k`` follows the call's own profile (intervals,
+ramp) over the window, scaled so that ``r_0`` is this tick's request; the
+request is measured against the group's no-call forecast from the current
+state, so energy the LP defers inside the window comes back as load it must
+offset (rebound inside the window is priced in).
+
+Exact: tick 0's bounds (the envelope, summed); every bound of a group of one
+device; the summed quantities themselves (energies, fixed loads, HVAC and
+battery limits, the comfort band's width). Approximated: the aggregate lets
+energy move between the devices of a group (the Minkowski sum of their
+flexibility sets is replaced by the box of summed bounds, an outer
+approximation: a plan may be undeliverable device by device, and the fleets'
+envelopes then clip it); EV power after tick 0 uses the flat part of the
+charging curve (the taper is ignored); a building group uses weighted-mean
+decay and gain; future EV arrivals are unknown; buildings' and base stations'
+profiles are taken as known forecasts. Nothing after the window is in the
+objective (rebound after the call is not priced, only bounded by the energy
+constraints). Feasibility: before solving, each group's energy bounds are
+intersected with the energies its power bounds can reach, tick by tick (a
+bound that cannot be reached is moved to the nearest reachable value), so the
+LP is always feasible and a request it cannot meet shows up as a shortfall
+(``Plan.shortfall_kw``), never as a failure. Should HiGHS still not return an
+optimum, the tick falls back to the merit order (the one-tick LP) and the
+plan says so.
+
+Re-solve policy: a plan is kept per call and reused for ``resolve_every_ticks``
+ticks (default 1: a new plan every tick); a new call or modification, a
+request that differs from the plan's by more than 1e-6 (relative), a
+different tick length or the end of the plan's horizon also trigger a
+re-solve. A reused plan's group setpoints for the tick are clipped to the
+groups' current room. The horizon is the call's remaining window, at most
+``max_horizon_ticks`` (default 288).
+
+Solved with HiGHS through :func:`scipy.optimize.linprog` (``method="highs"``);
+benchmarks/bench_optimal.py measures the size it handles.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vpp.dispatch.allocation import merit_order
+from vpp.fleets.base import FlexGroups
+
+__all__ = ["OptimalConfig", "Plan", "LPResult", "solve_groups", "merge_groups", "static_group", "OptimalPlanner",
+           "request_profile"]
+
+_REQUEST_RTOL = 1e-6
+
+
+@dataclass(frozen=True)
+class OptimalConfig:
+    """Knobs of the ``optimal`` strategy (see the module docstring)."""
+
+    resolve_every_ticks: int = 1
+    bucket_s: float = 3600.0  # width of the EV departure buckets [s]
+    max_horizon_ticks: int = 288
+    penalty_cny_per_kwh: float | None = None  # shortfall penalty; None: 1e3 * (1 + the largest cost)
+
+
+@dataclass(frozen=True)
+class LPResult:
+    """What :func:`solve_groups` found: deviation per group and tick [kW], shortfall per tick [kW], HiGHS status."""
+
+    dev_kw: np.ndarray  # (G, H) planned power minus no-call forecast, signed
+    shortfall_kw: np.ndarray  # (H,) |request| not delivered (>= 0)
+    excess_kw: np.ndarray  # (H,) delivered beyond the request (>= 0)
+    status: int  # scipy's linprog status (0: optimal)
+    message: str
+    solve_s: float  # wall time of the solver call [s]
+    cost_cny: float  # dispatch cost of the plan, penalties excluded [CNY]
+    e_kwh: np.ndarray  # (G, H) planned stored energy at each tick's end
+
+
+@dataclass
+class Plan:
+    """One operator's plan for one call, made at ``t_s`` (kept for reuse and for reporting)."""
+
+    call_id: str
+    modification: int
+    t_s: float
+    dt_s: float
+    labels: tuple[str, ...]
+    member: np.ndarray  # portfolio device index per membership
+    group: np.ndarray
+    share_down: np.ndarray
+    share_up: np.ndarray
+    request_kw: np.ndarray  # (H,)
+    result: LPResult | None
+    fallback: bool = False  # the tick fell back to the merit order
+    note: str = ""
+
+    @property
+    def shortfall_kw(self) -> np.ndarray:
+        """Planned shortfall per tick [kW] (the whole request at tick 0 for a fallback that met nothing)."""
+        return self.result.shortfall_kw if self.result is not None else np.zeros(self.request_kw.shape)
+
+
+def static_group(label: str, member: np.ndarray, p_min_kw: np.ndarray, p_max_kw: np.ndarray,
+                 p_default_kw: np.ndarray, n_ticks: int) -> FlexGroups:
+    """A group with no energy model: its tick-0 envelope (summed over ``member``) held for ``n_ticks`` ticks."""
+    lo, hi, de = float(p_min_kw.sum()), float(p_max_kw.sum()), float(p_default_kw.sum())
+    shape = (1, n_ticks)
+    one = np.ones(member.size)
+    return FlexGroups(
+        labels=(label,), member=np.asarray(member), group=np.zeros(member.size, dtype=np.int64), share_down=one,
+        share_up=one, p_base_kw=np.full(shape, de), p_fixed_kw=np.full(shape, lo),
+        c_max_kw=np.full(shape, max(hi - lo, 0.0)), d_max_kw=np.zeros(shape), e0_kwh=np.zeros(1),
+        e_min_kwh=np.full(shape, -np.inf), e_max_kwh=np.full(shape, np.inf), leak=np.ones(1), gain_c=np.zeros(1),
+        gain_d=np.zeros(1), w_kwh=np.zeros(shape),
+    )
+
+
+def merge_groups(parts: list[tuple[FlexGroups, int]]) -> FlexGroups:
+    """One :class:`FlexGroups` of several fleets' groups; ``member`` offset by each fleet's first device index."""
+    offsets = np.cumsum([0] + [fg.n_groups for fg, _ in parts])
+
+    def cat(name):
+        return np.concatenate([getattr(fg, name) for fg, _ in parts])
+
+    return FlexGroups(
+        labels=tuple(lab for fg, _ in parts for lab in fg.labels),
+        member=np.concatenate([np.asarray(fg.member, dtype=np.int64) + off for fg, off in parts]),
+        group=np.concatenate([np.asarray(fg.group, dtype=np.int64) + g0 for (fg, _), g0 in zip(parts, offsets)]),
+        share_down=cat("share_down"), share_up=cat("share_up"), p_base_kw=cat("p_base_kw"),
+        p_fixed_kw=cat("p_fixed_kw"), c_max_kw=cat("c_max_kw"), d_max_kw=cat("d_max_kw"), e0_kwh=cat("e0_kwh"),
+        e_min_kwh=cat("e_min_kwh"), e_max_kwh=cat("e_max_kwh"), leak=cat("leak"), gain_c=cat("gain_c"),
+        gain_d=cat("gain_d"), w_kwh=cat("w_kwh"),
+    )
+
+
+def _reachable_bounds(g: FlexGroups, down0: np.ndarray, up0: np.ndarray, dt_h: float):
+    """Energy bounds intersected with what the power bounds can reach, tick by tick (vectorised over groups).
+
+    Returns ``(e_min, e_max)`` with a non-empty reachable interval at every
+    tick, so the LP is feasible: a bound no trajectory reaches moves to the
+    nearest reachable energy.
+    """
+    n_g, n_t = g.p_base_kw.shape
+    e_min, e_max = g.e_min_kwh.astype(float).copy(), g.e_max_kwh.astype(float).copy()
+    lo = g.e0_kwh.astype(float).copy()
+    hi = lo.copy()
+    for k in range(n_t):
+        if k == 0:
+            base_net = g.p_base_kw[:, 0] - g.p_fixed_kw[:, 0]
+            net_lo, net_hi = base_net - down0, base_net + up0
+        else:
+            net_lo, net_hi = -g.d_max_kw[:, k], g.c_max_kw[:, k]
+
+        def stored(net):
+            return (g.gain_c * np.maximum(net, 0.0) - g.gain_d * np.maximum(-net, 0.0)) * dt_h
+
+        lo = g.leak * lo + stored(net_lo) - g.w_kwh[:, k]
+        hi = g.leak * hi + stored(net_hi) - g.w_kwh[:, k]
+        e_min[:, k] = np.minimum(e_min[:, k], hi)
+        e_max[:, k] = np.maximum(np.maximum(e_max[:, k], lo), e_min[:, k])
+        lo, hi = np.maximum(lo, e_min[:, k]), np.minimum(hi, e_max[:, k])
+    return e_min, e_max
+
+
+def solve_groups(g: FlexGroups, cost_cny_per_kwh: np.ndarray, down0_kw: np.ndarray, up0_kw: np.ndarray,
+                 request_kw: np.ndarray, dt_s: float, penalty_cny_per_kwh: float | None = None) -> LPResult:
+    """Solve the group LP of the module docstring with HiGHS (``scipy.optimize.linprog``, ``method="highs"``).
+
+    ``cost_cny_per_kwh``, ``down0_kw``, ``up0_kw``: per group (G,); ``request_kw``: per tick (H,), signed.
+    """
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
+    n_g, n_t = g.p_base_kw.shape
+    request_kw = np.asarray(request_kw, dtype=float)
+    if request_kw.shape != (n_t,):
+        raise ValueError(f"request_kw has shape {request_kw.shape}, expected ({n_t},)")
+    dt_h = dt_s / 3600.0
+    cost = np.asarray(cost_cny_per_kwh, dtype=float)
+    big = penalty_cny_per_kwh if penalty_cny_per_kwh is not None else 1e3 * (1.0 + float(np.max(np.abs(cost),
+                                                                                              initial=0.0)))
+    e_min, e_max = _reachable_bounds(g, down0_kw, up0_kw, dt_h)
+    gh = n_g * n_t
+    # Variable blocks: c, d, E, dp, dm (each G*H, index g*H + k), then a, b (each H).
+    C, D, E, DP, DM = (i * gh for i in range(5))
+    A, B = 5 * gh, 5 * gh + n_t
+    n_var = 5 * gh + 2 * n_t
+    gk = np.arange(gh)
+    g_of = gk // n_t
+    k_of = gk % n_t
+    rows, cols, vals = [], [], []
+
+    def put(r, c, v):
+        rows.append(np.asarray(r))
+        cols.append(np.asarray(c))
+        vals.append(np.broadcast_to(np.asarray(v, dtype=float), np.shape(r)))
+
+    # Energy rows 0..gh-1: E[g,k] - leak E[g,k-1] - gain_c dt_h c + gain_d dt_h d = -w (+ leak e0 at k = 0).
+    put(gk, E + gk, 1.0)
+    later = gk[k_of > 0]
+    put(later, E + later - 1, -g.leak[g_of[later]])
+    put(gk, C + gk, -g.gain_c[g_of] * dt_h)
+    put(gk, D + gk, g.gain_d[g_of] * dt_h)
+    b_energy = -g.w_kwh.reshape(-1).astype(float)
+    b_energy[k_of == 0] += g.leak * g.e0_kwh
+    # Deviation rows gh..2gh-1: c - d - dp + dm = p_base - p_fixed.
+    put(gh + gk, C + gk, 1.0)
+    put(gh + gk, D + gk, -1.0)
+    put(gh + gk, DP + gk, -1.0)
+    put(gh + gk, DM + gk, 1.0)
+    b_dev = (g.p_base_kw - g.p_fixed_kw).reshape(-1)
+    # Request rows 2gh..2gh+H-1: sum_g (dp - dm) - a + b = r.
+    put(2 * gh + k_of, DP + gk, 1.0)
+    put(2 * gh + k_of, DM + gk, -1.0)
+    kk = np.arange(n_t)
+    put(2 * gh + kk, A + kk, -1.0)
+    put(2 * gh + kk, B + kk, 1.0)
+    a_eq = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(2 * gh + n_t, n_var)).tocsr()
+    b_eq = np.concatenate([b_energy, b_dev, request_kw])
+
+    lb = np.zeros(n_var)
+    ub = np.full(n_var, np.inf)
+    c_max = g.c_max_kw.reshape(-1).astype(float).copy()
+    d_max = g.d_max_kw.reshape(-1).astype(float).copy()
+    first = k_of == 0
+    c_max[first] = np.inf  # tick 0 is bounded by the devices' exact room (dp, dm) instead
+    d_max[first] = np.where(d_max[first] > 0.0, np.inf, 0.0)
+    ub[C:C + gh] = np.maximum(c_max, 0.0)
+    ub[D:D + gh] = np.maximum(d_max, 0.0)
+    lb[E:E + gh] = e_min.reshape(-1)
+    ub[E:E + gh] = e_max.reshape(-1)
+    ub[DP + gk[first]] = np.maximum(up0_kw, 0.0)
+    ub[DM + gk[first]] = np.maximum(down0_kw, 0.0)
+    obj = np.zeros(n_var)
+    obj[DP:DP + gh] = cost[g_of] * dt_h
+    obj[DM:DM + gh] = cost[g_of] * dt_h
+    # Earlier ticks weigh a little more, so an unavoidable shortfall falls late (re-planned before it comes).
+    m_k = big * dt_h * (1.0 + 1e-3 * (n_t - 1 - kk) / max(n_t - 1, 1))
+    obj[A:A + n_t] = m_k
+    obj[B:B + n_t] = m_k
+    t0 = time.perf_counter()
+    res = linprog(obj, A_eq=a_eq, b_eq=b_eq, bounds=np.column_stack([lb, ub]), method="highs")
+    solve_s = time.perf_counter() - t0
+    if res.status != 0 or res.x is None:
+        zeros = np.zeros((n_g, n_t))
+        return LPResult(zeros, np.abs(request_kw), np.zeros(n_t), int(res.status), str(res.message), solve_s,
+                        0.0, zeros)
+    x = res.x
+    dev = (x[DP:DP + gh] - x[DM:DM + gh]).reshape(n_g, n_t)
+    total = dev.sum(axis=0)
+    sign = np.sign(request_kw)
+    shortfall = np.where(sign != 0.0, np.maximum(np.abs(request_kw) - sign * total, 0.0), 0.0)
+    excess = np.where(sign != 0.0, np.maximum(sign * total - np.abs(request_kw), 0.0), np.abs(total))
+    cost_cny = float(np.dot(obj[DP:DM + gh], x[DP:DM + gh]))
+    return LPResult(dev, shortfall, excess, 0, str(res.message), solve_s, cost_cny,
+                    x[E:E + gh].reshape(n_g, n_t))
+
+
+def request_profile(call, delta_kw: float, t_s: float, dt_s: float, max_ticks: int) -> np.ndarray:
+    """This operator's requested change per tick over the call's remaining window [kW, signed].
+
+    Tick 0 is ``delta_kw`` (this tick's request, as instructed); later ticks
+    follow the call version's own profile (intervals, ramp) scaled by the same
+    factor. A call whose profile cannot be read (a setpoint signal) is held flat.
+    """
+    end_s = call.end_s
+    n_t = max(1, min(int(max_ticks), int(math.ceil((end_s - t_s) / dt_s - 1e-9))))
+    out = np.full(n_t, float(delta_kw))
+    try:
+        req0 = call.requested_kw(t_s, t_s + dt_s)
+        scale = abs(delta_kw) / (req0 if req0 > 0.0 else call.p_kw)
+        sign = 1.0 if delta_kw > 0.0 else -1.0
+        for k in range(1, n_t):
+            out[k] = sign * scale * call.requested_kw(t_s + k * dt_s, t_s + (k + 1) * dt_s)
+    except (ValueError, ZeroDivisionError):
+        pass
+    return out
+
+
+@dataclass
+class OptimalPlanner:
+    """The ``optimal`` strategy of one portfolio: plans per call, kept for reuse (see the module docstring)."""
+
+    config: OptimalConfig = field(default_factory=OptimalConfig)
+    plans: dict[str, Plan] = field(default_factory=dict)
+    n_solves: int = 0
+    n_reused: int = 0
+    n_fallbacks: int = 0
+    solve_s: float = 0.0  # total solver time [s]
+    build_s: float = 0.0  # total time building the groups and the LP inputs [s]
+
+    def split(self, portfolio, p_kw: np.ndarray, env, delta_kw: float, sel, call) -> np.ndarray:
+        """Move ``p_kw`` (in place) by this tick's plan for ``call``; return the change per device [kW].
+
+        ``portfolio`` supplies the fleets, their states and per-fleet envelopes
+        of the tick (:meth:`vpp.dispatch.Portfolio.flexibility`).
+        """
+        tick = portfolio.tick
+        idx = np.arange(portfolio.n) if isinstance(sel, slice) else np.asarray(sel)
+        down_kw = np.maximum(p_kw - env.p_min_kw, 0.0)
+        up_kw = np.maximum(env.p_max_kw - p_kw, 0.0)
+        if tick is None:  # no fleet state at hand (an envelope made by hand): the one-tick LP
+            return self._fallback(portfolio, p_kw, delta_kw, idx, down_kw, up_kw, None)
+        states, t_s, dt_s = tick
+        plan = self.plans.get(call.call_id)
+        k = None
+        if plan is not None and plan.result is not None and not plan.fallback:
+            k_real = (t_s - plan.t_s) / dt_s
+            k = int(round(k_real))
+            if (plan.modification != call.modification or plan.dt_s != dt_s or abs(k_real - k) > 1e-9
+                    or not 0 <= k < min(self.config.resolve_every_ticks, plan.request_kw.shape[0])
+                    or abs(plan.request_kw[k] - delta_kw) > _REQUEST_RTOL * max(1.0, abs(delta_kw))):
+                k = None
+        if k is None:
+            plan = self._solve(portfolio, p_kw, env, delta_kw, idx, down_kw, up_kw, call, states, t_s, dt_s)
+            self.plans[call.call_id] = plan
+            if plan.fallback:
+                return self._fallback(portfolio, p_kw, delta_kw, idx, down_kw, up_kw, plan)
+            k = 0
+        else:
+            self.n_reused += 1
+        return self._apply(portfolio, p_kw, env, plan, k, down_kw, up_kw)
+
+    def _fallback(self, portfolio, p_kw, delta_kw, idx, down_kw, up_kw, plan) -> np.ndarray:
+        self.n_fallbacks += 1
+        room = down_kw[idx] if delta_kw < 0.0 else up_kw[idx]
+        d_sel = merit_order(delta_kw, room, portfolio.cost_cny_per_kwh[idx])
+        d_kw = np.zeros(portfolio.n)
+        d_kw[idx] = d_sel
+        p_kw += d_kw
+        return d_kw
+
+    def _solve(self, portfolio, p_kw, env, delta_kw, idx, down_kw, up_kw, call, states, t_s, dt_s) -> Plan:
+        cfg = self.config
+        t0 = time.perf_counter()
+        request = request_profile(call, delta_kw, t_s, dt_s, cfg.max_horizon_ticks)
+        n_t = request.shape[0]
+        selected = np.zeros(portfolio.n, dtype=bool)
+        selected[idx] = True
+        parts = []
+        for (f, lo, hi), s, fenv in zip(portfolio.slices(), states, portfolio.fleet_envelopes):
+            members = np.flatnonzero(selected[lo:hi])
+            if members.size == 0:
+                continue
+            fg = f.flex_groups(s, t_s, dt_s, n_t, fenv, members, cfg.bucket_s)
+            if fg is None:
+                j = members + lo
+                if float(down_kw[j].sum() + up_kw[j].sum()) <= 0.0:
+                    continue  # nothing to move (e.g. no EV plugged)
+                fg = static_group(f"{f.name}:static", members, env.p_min_kw[j], env.p_max_kw[j],
+                                  env.p_default_kw[j], n_t)
+            parts.append((fg, int(lo)))
+        if not parts:
+            self.build_s += time.perf_counter() - t0
+            return Plan(call.call_id, call.modification, t_s, dt_s, (), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                        np.zeros(0), np.zeros(0), request, None, True, "no devices with room")
+        g = merge_groups(parts)
+        n_g = g.n_groups
+        member, group = g.member, g.group
+        # Tick 0: each group's exact room (share-weighted envelope room, from the current setpoints, so that
+        # earlier calls of the tick are accounted for) and its forecast moved by what they already did.
+        w_dn = g.share_down * down_kw[member]
+        w_up = g.share_up * up_kw[member]
+        down0 = np.bincount(group, weights=w_dn, minlength=n_g)
+        up0 = np.bincount(group, weights=w_up, minlength=n_g)
+        moved = p_kw[member] - env.p_default_kw[member]
+        p_base = g.p_base_kw.copy()
+        p_base[:, 0] += np.bincount(group, weights=np.where(moved < 0.0, g.share_down, g.share_up) * moved,
+                                    minlength=n_g)
+        g = FlexGroups(**{**{name: getattr(g, name) for name in g.__dataclass_fields__}, "p_base_kw": p_base})
+        # Each group's cost: its devices' cost weighted by their room in the request's direction.
+        w = w_dn if delta_kw < 0.0 else w_up
+        cost_m = portfolio.cost_cny_per_kwh[member]
+        wsum = np.bincount(group, weights=w, minlength=n_g)
+        cost = np.where(wsum > 0.0, np.bincount(group, weights=w * cost_m, minlength=n_g) / np.where(
+            wsum > 0.0, wsum, 1.0), np.bincount(group, weights=cost_m, minlength=n_g) / np.maximum(
+            np.bincount(group, minlength=n_g), 1))
+        self.build_s += time.perf_counter() - t0
+        try:
+            result = solve_groups(g, cost, down0, up0, request, dt_s, cfg.penalty_cny_per_kwh)
+        except Exception as exc:  # a solver failure costs this tick's optimality, never the run
+            result = None
+            note = f"LP failed: {type(exc).__name__}: {exc}"
+        else:
+            note = "" if result.status == 0 else f"HiGHS status {result.status}: {result.message}"
+            self.solve_s += result.solve_s
+        self.n_solves += 1
+        fallback = result is None or result.status != 0
+        return Plan(call.call_id, call.modification, t_s, dt_s, g.labels, member, group, g.share_down, g.share_up,
+                    request, result, fallback, note)
+
+    def _apply(self, portfolio, p_kw, env, plan: Plan, k: int, down_kw, up_kw) -> np.ndarray:
+        """Split each group's deviation at tick ``k`` of the plan over its devices, in proportion to their room."""
+        n_g = len(plan.labels)
+        member, group = plan.member, plan.group
+        w_dn = plan.share_down * down_kw[member]
+        w_up = plan.share_up * up_kw[member]
+        down_g = np.bincount(group, weights=w_dn, minlength=n_g)
+        up_g = np.bincount(group, weights=w_up, minlength=n_g)
+        dev = np.clip(plan.result.dev_kw[:, k], -down_g, up_g)
+        up = dev[group] > 0.0
+        w = np.where(up, w_up, w_dn)
+        tot = np.where(up, up_g[group], down_g[group])
+        part = np.divide(dev[group] * w, tot, out=np.zeros(member.size), where=tot > 0.0)
+        d_kw = np.bincount(member, weights=part, minlength=portfolio.n)
+        before = p_kw.copy()
+        p_kw += d_kw
+        np.clip(p_kw, env.p_min_kw, env.p_max_kw, out=p_kw)
+        return p_kw - before
