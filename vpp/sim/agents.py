@@ -4,7 +4,8 @@
   it is a SimPy process that wakes at each call's notification time.
 * :class:`PlatformAgent` (the VPP platform) opts in to calls, keeps the latest
   flexibility offer of every operator, and splits each active call over the
-  operators in proportion to the room they offered in the call's target.
+  operators by its strategy (``pro_rata``: in proportion to the room they
+  offered in the call's target; ``merit_order``: cheapest offered cost first).
 * :class:`OperatorAgent` (a charging network, the tower company, a building
   manager) owns a :class:`~vpp.dispatch.Portfolio` of fleets, reports its
   flexibility, and splits its instructed share over its devices.
@@ -27,7 +28,7 @@ import numpy as np
 import simpy
 
 from vpp.dispatch.aggregate import BusFlexibility
-from vpp.dispatch.allocation import pro_rata
+from vpp.dispatch.allocation import get_platform_allocator
 from vpp.dispatch.portfolio import Portfolio
 from vpp.dr import Direction, DRCall
 from vpp.fleets.base import Envelope
@@ -189,10 +190,11 @@ class PlatformAgent:
     with the offers received by then.
     """
 
-    def __init__(self, env: simpy.Environment, operators: Sequence[str], n_bus: int):
+    def __init__(self, env: simpy.Environment, operators: Sequence[str], n_bus: int, strategy: str = "pro_rata"):
         self.env = env
         self.operators = list(operators)
         self.n_bus = n_bus
+        self.strategy = strategy
         self.inbox = Mailbox(env)
         self.inbox.on_put = self._receive
         self.to_operator: dict[str, Link] = {}
@@ -226,9 +228,30 @@ class PlatformAgent:
         elif isinstance(msg, Telemetry):
             self.telemetry[msg.operator] = msg
 
+    @property
+    def strategy(self) -> str:
+        """How calls are split over operators (:data:`vpp.dispatch.allocation.PLATFORM_ALLOCATORS`).
+
+        ``pro_rata`` by the room offered in the call's target; ``merit_order``
+        by each operator's offered cost in the call's direction (the
+        room-weighted mean of its devices' cost, over all its buses), cheapest first.
+        """
+        return self._strategy
+
+    @strategy.setter
+    def strategy(self, name: str) -> None:
+        self._allocator = get_platform_allocator(name)  # unknown names list the valid ones
+        self._strategy = name
+
     def _instruct(self, t_s: float, call: DRCall) -> None:
         rooms_kw = self._room_kw(call)
-        shares_kw = pro_rata(call.delta_kw, rooms_kw, np.zeros_like(rooms_kw))
+        if self._strategy == "pro_rata":
+            costs = np.zeros_like(rooms_kw)
+        else:
+            sign = call.direction.sign
+            costs = np.array([self.offers[op].cost_cny_per_kwh(sign) if op in self.offers else 0.0
+                              for op in self.operators])
+        shares_kw = self._allocator(call.delta_kw, rooms_kw, costs)
         for op, share_kw in zip(self.operators, shares_kw):
             self.to_operator[op].send(Instruction(t_s, op, call, float(share_kw)))
 
@@ -271,7 +294,8 @@ class OperatorAgent:
         self.portfolio.advance(self.states, t_s, dt_s)
         self.envelope = self.portfolio.flexibility(self.states, t_s, dt_s)
         self.flex = self.portfolio.by_bus(self.envelope)
-        self.to_platform.send(FlexibilityOffer(t_s, self.name, self.flex))
+        cost = self.portfolio.offered_cost(self.envelope) if self.portfolio.offer_cost else (0.0, 0.0)
+        self.to_platform.send(FlexibilityOffer(t_s, self.name, self.flex, *cost))
         return self.envelope
 
     def requests(self, t_s: float, dt_s: float) -> list[tuple[DRCall, float]]:

@@ -30,11 +30,22 @@ class CallResponse:
 
 @dataclass(frozen=True)
 class FlexibilityOffer:
-    """Operator -> platform: its flexibility per bus for the tick starting at ``t_s``."""
+    """Operator -> platform: its flexibility per bus for the tick starting at ``t_s``.
+
+    ``cost_down_cny_per_kwh`` / ``cost_up_cny_per_kwh``: the room-weighted mean
+    dispatch cost of its devices for reducing / increasing load [CNY/kWh]
+    (sent when the platform splits calls by merit order; 0 otherwise).
+    """
 
     t_s: float
     operator: str
     flex: BusFlexibility
+    cost_down_cny_per_kwh: float = 0.0
+    cost_up_cny_per_kwh: float = 0.0
+
+    def cost_cny_per_kwh(self, sign: float) -> float:
+        """The offered cost in the direction ``sign`` (-1 reduce, +1 increase) [CNY/kWh]."""
+        return self.cost_down_cny_per_kwh if sign < 0 else self.cost_up_cny_per_kwh
 
 
 @dataclass(frozen=True)
