@@ -86,7 +86,7 @@ import numpy as np
 from vpp.dispatch.allocation import merit_order
 from vpp.fleets.base import FlexGroups
 
-__all__ = ["OptimalConfig", "Plan", "LPResult", "solve_groups", "merge_groups", "static_group", "OptimalPlanner",
+__all__ = ["OptimalConfig", "Plan", "LPArrays", "LPResult", "lp_arrays", "solve_groups", "merge_groups", "static_group", "OptimalPlanner",
            "request_profile"]
 
 _REQUEST_RTOL = 1e-6
@@ -202,13 +202,35 @@ def _reachable_bounds(g: FlexGroups, down0: np.ndarray, up0: np.ndarray, dt_h: f
     return e_min, e_max
 
 
-def solve_groups(g: FlexGroups, cost_cny_per_kwh: np.ndarray, down0_kw: np.ndarray, up0_kw: np.ndarray,
-                 request_kw: np.ndarray, dt_s: float, penalty_cny_per_kwh: float | None = None) -> LPResult:
-    """Solve the group LP of the module docstring with HiGHS (``scipy.optimize.linprog``, ``method="highs"``).
+@dataclass(frozen=True)
+class LPArrays:
+    """The group LP in the form ``min obj @ x`` s.t. ``a_eq @ x = b_eq``, ``lb <= x <= ub`` (variable blocks below)."""
 
-    ``cost_cny_per_kwh``, ``down0_kw``, ``up0_kw``: per group (G,); ``request_kw``: per tick (H,), signed.
-    """
-    from scipy.optimize import linprog
+    obj: np.ndarray
+    a_eq: object  # scipy.sparse CSR matrix
+    b_eq: np.ndarray
+    lb: np.ndarray
+    ub: np.ndarray
+    n_groups: int
+    n_ticks: int
+
+    @property
+    def gh(self) -> int:
+        return self.n_groups * self.n_ticks
+
+    def block(self, x: np.ndarray, name: str) -> np.ndarray:
+        """One variable block of a solution: ``c``, ``d``, ``e``, ``dp``, ``dm`` as (G, H); ``a``, ``b`` as (H,)."""
+        gh, n_t = self.gh, self.n_ticks
+        if name in ("a", "b"):
+            start = 5 * gh + (0 if name == "a" else n_t)
+            return x[start:start + n_t]
+        i = ("c", "d", "e", "dp", "dm").index(name)
+        return x[i * gh:(i + 1) * gh].reshape(self.n_groups, n_t)
+
+
+def lp_arrays(g: FlexGroups, cost_cny_per_kwh: np.ndarray, down0_kw: np.ndarray, up0_kw: np.ndarray,
+              request_kw: np.ndarray, dt_s: float, penalty_cny_per_kwh: float | None = None) -> LPArrays:
+    """The LP of the module docstring as arrays (sparse constraint matrix), built without a Python loop over groups."""
     from scipy.sparse import coo_matrix
 
     n_g, n_t = g.p_base_kw.shape
@@ -279,22 +301,38 @@ def solve_groups(g: FlexGroups, cost_cny_per_kwh: np.ndarray, down0_kw: np.ndarr
     m_k = big * dt_h * (1.0 + 1e-3 * (n_t - 1 - kk) / max(n_t - 1, 1))
     obj[A:A + n_t] = m_k
     obj[B:B + n_t] = m_k
+    return LPArrays(obj, a_eq, b_eq, lb, ub, n_g, n_t)
+
+
+def solve_groups(g: FlexGroups, cost_cny_per_kwh: np.ndarray, down0_kw: np.ndarray, up0_kw: np.ndarray,
+                 request_kw: np.ndarray, dt_s: float, penalty_cny_per_kwh: float | None = None) -> LPResult:
+    """Solve the group LP of the module docstring with HiGHS (``scipy.optimize.linprog``, ``method="highs"``).
+
+    ``cost_cny_per_kwh``, ``down0_kw``, ``up0_kw``: per group (G,); ``request_kw``: per tick (H,), signed.
+    """
+    from scipy import optimize
+
+    lp = lp_arrays(g, cost_cny_per_kwh, down0_kw, up0_kw, request_kw, dt_s, penalty_cny_per_kwh)
+    n_g, n_t = lp.n_groups, lp.n_ticks
+    request_kw = np.asarray(request_kw, dtype=float)
     t0 = time.perf_counter()
-    res = linprog(obj, A_eq=a_eq, b_eq=b_eq, bounds=np.column_stack([lb, ub]), method="highs")
+    res = optimize.linprog(lp.obj, A_eq=lp.a_eq, b_eq=lp.b_eq, bounds=np.column_stack([lp.lb, lp.ub]),
+                           method="highs")
     solve_s = time.perf_counter() - t0
     if res.status != 0 or res.x is None:
         zeros = np.zeros((n_g, n_t))
         return LPResult(zeros, np.abs(request_kw), np.zeros(n_t), int(res.status), str(res.message), solve_s,
                         0.0, zeros)
     x = res.x
-    dev = (x[DP:DP + gh] - x[DM:DM + gh]).reshape(n_g, n_t)
+    dev = lp.block(x, "dp") - lp.block(x, "dm")
     total = dev.sum(axis=0)
     sign = np.sign(request_kw)
     shortfall = np.where(sign != 0.0, np.maximum(np.abs(request_kw) - sign * total, 0.0), 0.0)
     excess = np.where(sign != 0.0, np.maximum(sign * total - np.abs(request_kw), 0.0), np.abs(total))
-    cost_cny = float(np.dot(obj[DP:DM + gh], x[DP:DM + gh]))
-    return LPResult(dev, shortfall, excess, 0, str(res.message), solve_s, cost_cny,
-                    x[E:E + gh].reshape(n_g, n_t))
+    dt_h = dt_s / 3600.0
+    cost = np.asarray(cost_cny_per_kwh, dtype=float)
+    cost_cny = float((cost[:, None] * (lp.block(x, "dp") + lp.block(x, "dm"))).sum() * dt_h)
+    return LPResult(dev, shortfall, excess, 0, str(res.message), solve_s, cost_cny, lp.block(x, "e").copy())
 
 
 def request_profile(call, delta_kw: float, t_s: float, dt_s: float, max_ticks: int) -> np.ndarray:
