@@ -26,7 +26,8 @@ __all__ = [
 # Child-seed slots after the fleets' own (fleet i uses slot i).
 _SLOT_LINKS = 0
 _SLOT_SAMPLES = 1
-_N_EXTRA_SLOTS = 2
+_SLOT_COMPLIANCE = 2  # which devices ignore setpoints (platform.non_compliance_share); new slots go last
+_N_EXTRA_SLOTS = 3
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Plant:
     calls: list[DRCall]
     link_rng: np.random.Generator
     sample_rng: np.random.Generator
+    compliance_rng: np.random.Generator | None = None  # draws the devices that ignore setpoints
     background: object = None  # vpp.scenario.series.Background: the net's own load and generation per tick
     prices: object = None  # vpp.scenario.series.TickSeries of the energy price [CNY/kWh], or None
     notes: list[str] = field(default_factory=list)  # what reading the input files adjusted or dropped
@@ -238,6 +240,7 @@ def build_plant(scenario: Scenario, grid=None) -> Plant:
         calls=calls,
         link_rng=np.random.default_rng(extra[_SLOT_LINKS]),
         sample_rng=np.random.default_rng(extra[_SLOT_SAMPLES]),
+        compliance_rng=np.random.default_rng(extra[_SLOT_COMPLIANCE]),
         background=background,
         prices=prices,
         notes=notes,

@@ -39,7 +39,7 @@ from vpp.metrics.results import Results
 from vpp.metrics.settle import settle_run
 from vpp.scenario import Scenario, ScenarioError, scenario_hash
 from vpp.sim import Engine
-from vpp.sim.agents import CongestionPolicy
+from vpp.sim.agents import CongestionPolicy, PlatformPolicy
 from vpp.units import S_PER_H
 
 __all__ = ["run_scenario", "Results", "RunError", "RunInterrupted", "GridNotConverged", "ScenarioError"]
@@ -173,12 +173,21 @@ def run_scenario(
     grid_twin = grid.clone() if scenario.measurement.twin and scenario.grid.power_flow else None
 
     t = scenario.time
+    pc = scenario.platform
+    ignore = None
+    if pc.non_compliance_share > 0.0:
+        # Drawn per device, fleet by fleet in scenario order, whatever the operators' order.
+        drawn = {f.name: plant.compliance_rng.random(f.n) < pc.non_compliance_share for f in fleets}
+        ignore = {op: np.concatenate([drawn[f.name] for f in pf.fleets]) for op, pf in portfolios.items()}
     engine = Engine(
         portfolios, calls, grid.n_bus, t.dt_s, t.n_ticks,
         latency_s=scenario.communication.latency_s,
         loss_probability=scenario.communication.loss_probability,
         rng=plant.link_rng,
         twin=scenario.measurement.twin,
+        platform_policy=PlatformPolicy(pc.acceptance, pc.min_acceptance, pc.tracking, pc.tracking_reference,
+                                       pc.tracking_gain),
+        ignore=ignore,
     )
     fleets = engine.fleets  # operator order: the order of every per-fleet array below
     k = scenario.output.sample_devices
@@ -346,6 +355,15 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
         scenario.time.dt_s, grid_summary, messages, calendar=scenario.time.calendar,
     )
     summary["warnings"] = list(warnings)
+    pc = scenario.platform
+    summary["platform"] = {
+        "acceptance": pc.acceptance, "min_acceptance": pc.min_acceptance, "tracking": pc.tracking,
+        "tracking_reference": pc.tracking_reference if pc.tracking else None,
+        "tracking_gain": pc.tracking_gain if pc.tracking else None,
+        "non_compliance_share": pc.non_compliance_share,
+        # Per call: what the platform measured from its telemetry and how it corrected (never the twin).
+        "tracking_log": {cid: log[:2000] for cid, log in engine.platform.tracking_log.items()},
+    }
     settlement = None
     if summary["calls"] and n:
         # Settlement as the field does it (against baselines, under each call's tier) beside the twin's truth.

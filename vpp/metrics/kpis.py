@@ -118,6 +118,8 @@ def call_kpis(
         out["accepted"] = response.accepted
         out["opt"] = "optIn" if response.accepted else "optOut"  # OpenADR's optType
         out["room_at_notification_kw"] = response.room_kw
+        out["accepted_fraction"] = response.accepted_fraction  # share of the call the platform committed to
+        out["e_available_kwh"] = response.e_available_kwh  # its operators' lookahead (acceptance: energy)
     unknown = dict.fromkeys(
         ("delivered_kwh", "delivered_ratio", "tick_ratio_min", "tick_ratio_mean", "time_to_90pct_s",
          "tracking_rmse_kw", "rebound_peak_kw", "rebound_peak_t_s", "rebound_kwh", "delivered_by_kind_kwh")

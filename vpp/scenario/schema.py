@@ -44,6 +44,7 @@ __all__ = [
     "LEVEL_FRACTIONS",
     "CommunicationConfig",
     "DispatchConfig",
+    "PlatformConfig",
     "OutputConfig",
     "MeasurementConfig",
     "GridOperatorConfig",
@@ -663,6 +664,36 @@ class OutputConfig(StrictModel):
     sample_devices: whole(ge=0, le=10_000) = Field(0, description="devices per fleet whose power is recorded")
 
 
+class PlatformConfig(StrictModel):
+    """How the VPP platform answers calls: acceptance, closed-loop tracking, and the devices that ignore it."""
+
+    acceptance: Literal["always", "energy"] = Field(
+        "always", description="always: opt in to every call in full; energy: opt in to the share of the call's "
+        "energy the plant can deliver over the whole event window (a lookahead of each operator's fleets from "
+        "their state at the notice, arrivals as the session table has them: a perfect forecast), opt out below "
+        "min_acceptance; a call with response_required: never gets no response, but the same decision",
+    )
+    min_acceptance: real(ge=0.0, le=1.0) = Field(
+        0.5, description="acceptance energy: opt out when the plant can deliver less than this share [-]"
+    )
+    tracking: Flag = Field(
+        False, description="closed loop: each tick the platform corrects every active call for the under-delivery "
+        "its (late) telemetry shows, against the reference below; it never reads the twin",
+    )
+    tracking_reference: Literal["offers", "pre_event"] = Field(
+        "offers", description="what delivery is measured against: offers (the operators' offered default power "
+        "for the metered tick, minus the request) or pre_event (metered power over the 15 min before the call)",
+    )
+    tracking_gain: real(gt=0.0, le=2.0) = Field(
+        0.5, description="integral gain of the tracking loop: share of the measured error added per telemetry "
+        "tick [-]"
+    )
+    non_compliance_share: real(ge=0.0, le=1.0) = Field(
+        0.0, description="share of devices that ignore setpoints and run at their default power [-], drawn per "
+        "device; the platform does not know which",
+    )
+
+
 class Scenario(StrictModel):
     """A complete, validated, immutable scenario.
 
@@ -684,6 +715,7 @@ class Scenario(StrictModel):
     )
     communication: CommunicationConfig = CommunicationConfig()
     dispatch: DispatchConfig = DispatchConfig()
+    platform: PlatformConfig = PlatformConfig()
     output: OutputConfig = OutputConfig()
     measurement: MeasurementConfig = MeasurementConfig()
     grid_operator: GridOperatorConfig = GridOperatorConfig()

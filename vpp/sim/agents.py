@@ -27,15 +27,38 @@ from dataclasses import dataclass, replace
 import numpy as np
 import simpy
 
-from vpp.dispatch.aggregate import BusFlexibility
+from vpp.dispatch.aggregate import BusFlexibility, sum_by_bus
 from vpp.dispatch.allocation import get_platform_allocator
+from vpp.dispatch.allocation import get_platform_allocator, pro_rata
 from vpp.dispatch.portfolio import Portfolio
 from vpp.dr import Direction, DRCall
 from vpp.fleets.base import Envelope
+from vpp.fleets.kernels import NUMBA_AVAILABLE
 from vpp.sim.link import Link, Mailbox
-from vpp.sim.messages import CallNotice, CallResponse, FlexibilityOffer, Instruction, Telemetry
+from vpp.sim.messages import (
+    CallNotice,
+    CallResponse,
+    EnergyOffer,
+    EnergyQuery,
+    FlexibilityOffer,
+    Instruction,
+    Telemetry,
+)
 
-__all__ = ["CongestionPolicy", "GridOperatorAgent", "PlatformAgent", "OperatorAgent"]
+__all__ = ["CongestionPolicy", "GridOperatorAgent", "PlatformAgent", "PlatformPolicy", "OperatorAgent"]
+
+PRE_EVENT_S = 900.0  # the pre-event reference of tracking: metered power over the 15 min before a call [s]
+
+
+@dataclass(frozen=True)
+class PlatformPolicy:
+    """How the platform answers calls (scenario ``platform``; see :class:`vpp.scenario.schema.PlatformConfig`)."""
+
+    acceptance: str = "always"  # "always": opt in to every call in full; "energy": by the event window's energy
+    min_acceptance: float = 0.5  # "energy": opt out when less than this share of the call's energy is available
+    tracking: bool = False  # closed loop on late telemetry
+    tracking_reference: str = "offers"  # "offers" or "pre_event"
+    tracking_gain: float = 0.5  # integral gain per telemetry tick [-]
 
 
 def _call_order(call: DRCall) -> tuple[float, str]:
@@ -182,19 +205,44 @@ class GridOperatorAgent:
 
 
 class PlatformAgent:
-    """Holds the aggregate flexibility book and splits calls over operators.
+    """Holds the aggregate flexibility book, decides on calls and splits them over operators by its strategy.
 
     It reacts to each message at its true arrival time: a call notice is
     answered and dispatched at once, with the latest offers; at every tick
     start (:meth:`dispatch`) every call that has not ended is dispatched again
     with the offers received by then.
+
+    **Acceptance** (``policy.acceptance``): ``always`` opts in to every call in
+    full. ``energy`` first asks every operator how much of the call's energy
+    its targeted devices can deliver over the whole event window
+    (:class:`EnergyQuery`; each operator answers from a lookahead of its own
+    fleets) and opts in to ``min(1, available / requested)`` of the call, or
+    out below ``min_acceptance``; it decides when every operator has answered,
+    or at the call's start with the answers it has (a lost answer counts as
+    nothing available). Modifications keep the decision. The response goes
+    to the grid operator unless the call says ``response_required: never``.
+
+    **Tracking** (``policy.tracking``): at each tick start, for every active
+    call, the platform takes the newest tick whose telemetry has arrived from
+    every operator (latency delays it, loss drops it), measures the change it
+    achieved on the call's buses against a reference it can see, never the
+    twin: ``offers``, the default power its operators offered for that tick,
+    or ``pre_event``, the metered power over the 15 minutes before the call.
+    The error against the accepted request then feeds an integral correction
+    (``tracking_gain`` per telemetry tick) of what it asks from operators,
+    bounded by the room they offer and never reversing the call's direction.
+    Overlapping calls on the same buses each see the other's change (the
+    platform meters buses, not calls).
     """
 
-    def __init__(self, env: simpy.Environment, operators: Sequence[str], n_bus: int, strategy: str = "pro_rata"):
+    def __init__(self, env: simpy.Environment, operators: Sequence[str], n_bus: int, strategy: str = "pro_rata",
+                 policy: PlatformPolicy | None = None, dt_s: float = 60.0):
         self.env = env
         self.operators = list(operators)
         self.n_bus = n_bus
         self.strategy = strategy
+        self.policy = policy or PlatformPolicy()
+        self.dt_s = float(dt_s)
         self.inbox = Mailbox(env)
         self.inbox.on_put = self._receive
         self.to_operator: dict[str, Link] = {}
@@ -203,30 +251,15 @@ class PlatformAgent:
         self.offers: dict[str, FlexibilityOffer] = {}
         self.telemetry: dict[str, Telemetry] = {}
         self._masks: dict[str, np.ndarray] = {}
-
-    def _room_kw(self, call: DRCall) -> np.ndarray:
-        mask = self._masks.get(call.call_id)
-        if mask is None:
-            mask = self._masks[call.call_id] = call.bus_mask(self.n_bus)
-        sign = call.direction.sign
-        return np.array(
-            [self.offers[op].flex.room_kw(sign, mask) if op in self.offers else 0.0 for op in self.operators]
-        )
-
-    def _receive(self, t_s: float, msg) -> None:
-        if isinstance(msg, CallNotice):
-            call = msg.call
-            self.calls[call.call_id] = call
-            # Opt-in policy: the platform accepts every call and delivers what it can;
-            # the response tells the grid operator how much room it saw.
-            self.to_grid_operator.send(CallResponse(t_s, call.call_id, True, float(self._room_kw(call).sum())))
-            self._instruct(t_s, call)
-        elif isinstance(msg, FlexibilityOffer):
-            old = self.offers.get(msg.operator)
-            if old is None or msg.t_s >= old.t_s:
-                self.offers[msg.operator] = msg
-        elif isinstance(msg, Telemetry):
-            self.telemetry[msg.operator] = msg
+        self.accepted: dict[str, float] = {}  # call id -> share of the call the platform committed to [-]
+        self.e_available_kwh: dict[str, float] = {}  # call id -> energy its operators offered over the window
+        self._asked: dict[str, dict[str, float]] = {}  # call id -> operator -> energy answered [kWh] (pending)
+        self._metered: dict[float, dict[str, Telemetry]] = {}  # tick start -> operator -> telemetry
+        self._corr_kw: dict[str, float] = {}  # call id -> integral correction of the request [kW, signed]
+        self._scale: dict[str, float] = {}  # call id -> factor on the call's request for this tick [-]
+        self._last_tick: dict[str, float] = {}  # call id -> telemetry tick last used
+        self._pre_ref: dict[str, float] = {}  # call id -> pre-event reference [kW]
+        self.tracking_log: dict[str, list[dict]] = {}
 
     @property
     def strategy(self) -> str:
@@ -243,7 +276,74 @@ class PlatformAgent:
         self._allocator = get_platform_allocator(name)  # unknown names list the valid ones
         self._strategy = name
 
+    def _mask(self, call: DRCall) -> np.ndarray:
+        mask = self._masks.get(call.call_id)
+        if mask is None:
+            mask = self._masks[call.call_id] = call.bus_mask(self.n_bus)
+        return mask
+
+    def _room_kw(self, call: DRCall) -> np.ndarray:
+        mask = self._mask(call)
+        sign = call.direction.sign
+        return np.array(
+            [self.offers[op].flex.room_kw(sign, mask) if op in self.offers else 0.0 for op in self.operators]
+        )
+
+    def _receive(self, t_s: float, msg) -> None:
+        if isinstance(msg, CallNotice):
+            call = msg.call
+            known = call.call_id in self.calls
+            self.calls[call.call_id] = call
+            if known and call.call_id in self.accepted:
+                self._instruct(t_s, call)  # a modification keeps the decision
+            elif self.policy.acceptance == "energy":
+                if not known:
+                    # Each operator is asked for its pro-rata share of the call (by the room it offers now),
+                    # so that operators who could each cover the whole call are not counted twice.
+                    self._asked[call.call_id] = {}
+                    rooms_kw = self._room_kw(call)
+                    total_kw = float(rooms_kw.sum())
+                    n_op = len(self.operators)
+                    for op, room_kw in zip(self.operators, rooms_kw):
+                        share = room_kw / total_kw if total_kw > 0.0 else 1.0 / n_op
+                        self.to_operator[op].send(EnergyQuery(t_s, call, float(share)))
+            else:
+                self._decide(t_s, call, None)
+        elif isinstance(msg, EnergyOffer):
+            answers = self._asked.get(msg.call_id)
+            if answers is not None:
+                answers[msg.operator] = msg.e_kwh
+                if len(answers) == len(self.operators):
+                    self._decide(t_s, self.calls[msg.call_id], sum(answers.values()))
+        elif isinstance(msg, FlexibilityOffer):
+            old = self.offers.get(msg.operator)
+            if old is None or msg.t_s >= old.t_s:
+                self.offers[msg.operator] = msg
+        elif isinstance(msg, Telemetry):
+            self.telemetry[msg.operator] = msg
+            if self.policy.tracking:
+                self._metered.setdefault(msg.t_s, {})[msg.operator] = msg
+
+    def _decide(self, t_s: float, call: DRCall, e_available_kwh: float | None) -> None:
+        """Opt in (to a share) or out of ``call``, answer the grid operator, and dispatch it."""
+        self._asked.pop(call.call_id, None)
+        share = 1.0
+        if e_available_kwh is not None:
+            self.e_available_kwh[call.call_id] = e_available_kwh
+            e_req = call.energy_kwh()
+            share = min(1.0, e_available_kwh / e_req) if e_req > 0.0 else 1.0
+            if share < self.policy.min_acceptance:
+                share = 0.0
+        self.accepted[call.call_id] = share
+        if call.response_required != "never":
+            self.to_grid_operator.send(CallResponse(t_s, call.call_id, share > 0.0, float(self._room_kw(call).sum()),
+                                                    share, e_available_kwh))
+        self._instruct(t_s, call)
+
     def _instruct(self, t_s: float, call: DRCall) -> None:
+        share = self.accepted.get(call.call_id)
+        if share is None:
+            return  # not decided yet: nothing is dispatched before the platform opts in
         rooms_kw = self._room_kw(call)
         if self._strategy == "pro_rata":
             costs = np.zeros_like(rooms_kw)
@@ -251,16 +351,81 @@ class PlatformAgent:
             sign = call.direction.sign
             costs = np.array([self.offers[op].cost_cny_per_kwh(sign) if op in self.offers else 0.0
                               for op in self.operators])
-        shares_kw = self._allocator(call.delta_kw, rooms_kw, costs)
+        delta_kw = call.delta_kw * share * self._scale.get(call.call_id, 1.0)
+        shares_kw = self._allocator(delta_kw, rooms_kw, costs)
         for op, share_kw in zip(self.operators, shares_kw):
             self.to_operator[op].send(Instruction(t_s, op, call, float(share_kw)))
+
+    def _track(self, t_s: float, call: DRCall) -> None:
+        """Integral correction of ``call``'s request from the newest complete telemetry tick (see the class)."""
+        cid, dt_s = call.call_id, self.dt_s
+        share = self.accepted.get(cid, 0.0)
+        sign = call.direction.sign
+        d_now_kw = sign * call.requested_kw(t_s, t_s + dt_s) * share
+        complete = [tau for tau, tel in self._metered.items()
+                    if len(tel) == len(self.operators) and tau + dt_s <= t_s + 1e-9
+                    and tau > self._last_tick.get(cid, -np.inf)]
+        if complete and share > 0.0:
+            tau = max(complete)
+            self._last_tick[cid] = tau
+            d_req_kw = sign * call.requested_kw(tau, tau + dt_s) * share
+            if d_req_kw != 0.0:
+                mask = self._mask(call)
+                tel = self._metered[tau]
+                metered_kw = sum(float(tel[op].p_bus_kw[mask].sum()) for op in self.operators)
+                if self.policy.tracking_reference == "offers":
+                    ref_kw = sum(float(tel[op].p_default_bus_kw[mask].sum()) for op in self.operators)
+                else:
+                    ref_kw = self._pre_event_kw(call, mask)
+                if ref_kw is not None:
+                    achieved_kw = metered_kw - ref_kw
+                    err_kw = d_req_kw - achieved_kw  # same sign as the request when short of it
+                    corr = self._corr_kw.get(cid, 0.0) + self.policy.tracking_gain * err_kw
+                    room_kw = float(self._room_kw(call).sum())
+                    # Anti-windup: never ask past the offered room, never reverse the call.
+                    cmd = sign * min(max(sign * (d_now_kw + corr), 0.0), max(room_kw, abs(d_now_kw)))
+                    self._corr_kw[cid] = cmd - d_now_kw if d_now_kw != 0.0 else corr
+                    self.tracking_log.setdefault(cid, []).append({
+                        "t_s": t_s, "telemetry_t_s": tau, "requested_kw": d_req_kw, "achieved_kw": achieved_kw,
+                        "error_kw": err_kw, "correction_kw": self._corr_kw[cid]})
+        corr = self._corr_kw.get(cid, 0.0)
+        self._scale[cid] = (d_now_kw + corr) / d_now_kw if d_now_kw != 0.0 else 1.0
+
+    def _pre_event_kw(self, call: DRCall, mask: np.ndarray) -> float | None:
+        """Mean metered power on ``mask`` over the complete telemetry ticks of the 15 min before the call [kW].
+
+        Computed once, at the first telemetry tick inside the call (all pre-event ticks have arrived by then
+        unless lost), and kept.
+        """
+        ref = self._pre_ref.get(call.call_id)
+        if ref is not None:
+            return ref
+        ticks = [tau for tau, tel in self._metered.items()
+                 if call.start_s - PRE_EVENT_S <= tau and tau + self.dt_s <= call.start_s + 1e-9
+                 and len(tel) == len(self.operators)]
+        if not ticks:
+            return None
+        ref = float(np.mean([sum(float(self._metered[tau][op].p_bus_kw[mask].sum()) for op in self.operators)
+                             for tau in ticks]))
+        self._pre_ref[call.call_id] = ref
+        return ref
 
     def dispatch(self, t_s: float) -> None:
         """Tick start: send every operator its share of every call that has not ended, from the latest offers."""
         self.inbox.drain()  # every message was handled on arrival
+        for cid in [cid for cid in self._asked if self.calls[cid].start_s <= t_s]:
+            # Answers missing at the call's start (lost, or still on their way): decide with what arrived.
+            self._decide(t_s, self.calls[cid], sum(self._asked[cid].values()))
         for call in sorted(self.calls.values(), key=_call_order):
             if call.end_s > t_s:
+                if self.policy.tracking:
+                    self._track(t_s, call)
                 self._instruct(t_s, call)
+        if self.policy.tracking:
+            # Older telemetry is never needed again: a pre-event reference is kept once computed.
+            horizon = t_s - PRE_EVENT_S - 2.0 * self.dt_s
+            for tau in [tau for tau in self._metered if tau < horizon]:
+                del self._metered[tau]
 
 
 class OperatorAgent:
@@ -277,20 +442,81 @@ class OperatorAgent:
     ramp-up, cancellation) exactly over the time it is in force.
     """
 
-    def __init__(self, env: simpy.Environment, name: str, portfolio: Portfolio):
+    def __init__(self, env: simpy.Environment, name: str, portfolio: Portfolio, *,
+                 ignore: np.ndarray | None = None, bus_telemetry: bool = False):
         self.env = env
         self.name = name
         self.portfolio = portfolio
         self.states = portfolio.initial_states()
         self.inbox = Mailbox(env)
+        self.inbox.on_put = self._receive
         self.to_platform: Link | None = None
         self.history: dict[str, list[tuple[float, Instruction]]] = {}
         self.envelope: Envelope | None = None
         self.flex: BusFlexibility | None = None
         self.p_kw = np.zeros(portfolio.n)
+        # Devices that ignore setpoints and run at their default power (non-compliance; the platform does
+        # not know which): a boolean per device, or None.
+        self.ignore = None if ignore is None or not np.any(ignore) else np.asarray(ignore, dtype=bool)
+        self.bus_telemetry = bus_telemetry  # send metered and offered default power per bus (tracking)
+        self._tick = (0.0, 60.0)  # (t_s, dt_s) of the tick in progress
+
+    def _receive(self, t_s: float, msg) -> None:
+        if isinstance(msg, EnergyQuery):
+            e_kwh = self.available_kwh(msg.call, msg.share)
+            self.to_platform.send(EnergyOffer(t_s, self.name, msg.call.call_id, e_kwh))
+
+    def available_kwh(self, call: DRCall, share: float = 1.0) -> float:
+        """Energy of ``share`` of ``call`` this operator's targeted devices can deliver over its window [kWh].
+
+        A lookahead on copies of the fleets' states from the tick in progress:
+        one copy runs at default power (what the devices would do), the other
+        from the call's start answers the call alone, pro rata to room within
+        each tick's envelope; per tick the achieved change, capped at the
+        request, counts. Future arrivals come from the session table, a
+        perfect forecast that a real operator only approximates.
+        """
+        t0, dt_s = self._tick
+        pf = self.portfolio
+        idx = pf.targets(call)
+        sign = call.direction.sign
+        base = [s.copy() for s in self.states]
+        work = [f.new_workspace() for f in pf.fleets]
+        bounds = list(pf.slices())
+        other = None
+        e_kwh = 0.0
+        t_s = t0
+        while t_s < call.end_s:  # the version announced (versions carry no later ones: no peeking ahead)
+            req_kw = share * call.requested_kw(t_s, t_s + dt_s)
+            if other is None and req_kw > 0.0:
+                other = ([s.copy() for s in base], [f.new_workspace() for f in pf.fleets])
+            p_base = np.empty(pf.n)
+            for (f, lo, hi), s, w in zip(bounds, base, work):
+                f.advance(s, t_s, dt_s)
+                p_base[lo:hi] = f.run_default(s, t_s, dt_s, w)
+            if other is not None:
+                states, ws = other
+                envs = []
+                for (f, lo, hi), s, w in zip(bounds, states, ws):
+                    f.advance(s, t_s, dt_s)
+                    envs.append(f.flexibility(s, t_s, dt_s, w))
+                p_def = np.concatenate([e.p_default_kw for e in envs])
+                p_lo = np.concatenate([e.p_min_kw for e in envs])
+                p_hi = np.concatenate([e.p_max_kw for e in envs])
+                room = (p_def - p_lo if sign < 0 else p_hi - p_def)[idx]
+                p_set = p_def.copy()
+                p_set[idx] += pro_rata(sign * req_kw, np.maximum(room, 0.0), np.zeros(room.shape[0]))
+                p_other = np.empty(pf.n)
+                for (f, lo, hi), s, e in zip(bounds, states, envs):
+                    p_other[lo:hi] = f.step(s, p_set[lo:hi], t_s, dt_s, e)
+                achieved_kw = sign * float((p_other[idx] - p_base[idx]).sum())
+                e_kwh += min(max(achieved_kw, 0.0), req_kw) * dt_s / 3600.0
+            t_s += dt_s
+        return e_kwh
 
     def report(self, t_s: float, dt_s: float) -> Envelope:
         """Tick start: advance the fleets to ``t_s``, compute the envelope and offer it per bus."""
+        self._tick = (t_s, dt_s)
         self.portfolio.advance(self.states, t_s, dt_s)
         self.envelope = self.portfolio.flexibility(self.states, t_s, dt_s)
         self.flex = self.portfolio.by_bus(self.envelope)
@@ -301,7 +527,8 @@ class OperatorAgent:
     def requests(self, t_s: float, dt_s: float) -> list[tuple[DRCall, float]]:
         """Each call's time-averaged requested change over ``[t_s, t_s + dt_s)`` [kW, signed], in call order."""
         for t_arr, msg in self.inbox.drain_timed():
-            self.history.setdefault(msg.call.call_id, []).append((t_arr, msg))
+            if isinstance(msg, Instruction):  # energy queries were answered on arrival
+                self.history.setdefault(msg.call.call_id, []).append((t_arr, msg))
         t_end = t_s + dt_s
         out = []
         for cid, hist in self.history.items():
@@ -335,6 +562,14 @@ class OperatorAgent:
         Returns the power per device [kW] and, per call, the instructed change per bus [kW].
         """
         p_set_kw, instructed = self.portfolio.setpoints(self.envelope, self.requests(t_s, dt_s))
+        if self.ignore is not None:
+            np.copyto(p_set_kw, self.envelope.p_default_kw, where=self.ignore)
         self.p_kw = self.portfolio.step(self.states, p_set_kw, t_s, dt_s)
-        self.to_platform.send(Telemetry(t_s, self.name, float(self.p_kw.sum())))
+        if self.bus_telemetry:
+            p_bus_kw = np.zeros(self.portfolio.n_bus)
+            sum_by_bus(self.portfolio.bus_idx, self.p_kw, p_bus_kw, use_numba=NUMBA_AVAILABLE)
+            self.to_platform.send(Telemetry(t_s, self.name, float(self.p_kw.sum()), p_bus_kw,
+                                            self.flex.p_default_kw.copy()))
+        else:
+            self.to_platform.send(Telemetry(t_s, self.name, float(self.p_kw.sum())))
         return self.p_kw, instructed

@@ -125,6 +125,8 @@ class Engine:
         grid_step: Callable | None = None,
         grid_watch=None,
         congestion_policy=None,
+        platform_policy=None,
+        ignore: Mapping[str, np.ndarray] | None = None,
     ):
         self.portfolios = dict(portfolios)
         self.calls = list(calls)
@@ -135,8 +137,11 @@ class Engine:
         env = self.env
         self.grid_operator = GridOperatorAgent(env, self.calls, grid_watch, congestion_policy)
         self.grid_step = grid_step
-        self.platform = PlatformAgent(env, list(self.portfolios), n_bus)
-        self.operators = [OperatorAgent(env, name, pf) for name, pf in self.portfolios.items()]
+        self.platform = PlatformAgent(env, list(self.portfolios), n_bus, policy=platform_policy, dt_s=self.dt_s)
+        track = self.platform.policy.tracking
+        ignore = ignore or {}
+        self.operators = [OperatorAgent(env, name, pf, ignore=ignore.get(name), bus_telemetry=track)
+                          for name, pf in self.portfolios.items()]
         self.fleets: list[Fleet] = [f for pf in self.portfolios.values() for f in pf.fleets]
         self.twin = Twin(self.fleets) if twin else None
 

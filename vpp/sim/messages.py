@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from vpp.dispatch.aggregate import BusFlexibility
 from vpp.dr import DRCall
 
-__all__ = ["CallNotice", "CallResponse", "FlexibilityOffer", "Instruction", "Telemetry"]
+__all__ = ["CallNotice", "CallResponse", "EnergyOffer", "EnergyQuery", "FlexibilityOffer", "Instruction", "Telemetry"]
 
 
 @dataclass(frozen=True)
@@ -20,12 +22,38 @@ class CallNotice:
 
 @dataclass(frozen=True)
 class CallResponse:
-    """Platform -> grid operator: opt in or out, with the flexibility in the call's target then [kW]."""
+    """Platform -> grid operator: opt in or out, with the flexibility in the call's target then [kW].
+
+    ``accepted_fraction``: the share of the call the platform commits to [-]
+    (1 in full, 0 when it opts out); ``e_available_kwh``: the energy its
+    operators said they can deliver over the event window (None when not asked).
+    """
 
     t_s: float
     call_id: str
     accepted: bool
     room_kw: float
+    accepted_fraction: float = 1.0
+    e_available_kwh: float | None = None
+
+
+@dataclass(frozen=True)
+class EnergyQuery:
+    """Platform -> operator: how much of ``share`` [-] of ``call`` can your devices deliver over its window?"""
+
+    t_s: float
+    call: DRCall
+    share: float = 1.0
+
+
+@dataclass(frozen=True)
+class EnergyOffer:
+    """Operator -> platform: energy its targeted devices can deliver over the call's window [kWh] (>= 0)."""
+
+    t_s: float
+    operator: str
+    call_id: str
+    e_kwh: float
 
 
 @dataclass(frozen=True)
@@ -60,8 +88,14 @@ class Instruction:
 
 @dataclass(frozen=True)
 class Telemetry:
-    """Operator -> platform: metered power of its devices over the tick that started at ``t_s`` [kW]."""
+    """Operator -> platform: metered power of its devices over the tick that started at ``t_s`` [kW].
+
+    With closed-loop tracking the operator also sends, per bus, its metered
+    power and the default power it offered for that tick [kW].
+    """
 
     t_s: float
     operator: str
     p_kw: float
+    p_bus_kw: np.ndarray | None = None
+    p_default_bus_kw: np.ndarray | None = None
