@@ -45,6 +45,22 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from vpp import __version__
+
+        typer.echo(f"vpp {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """vpp: virtual power plant dispatch simulator."""
+
+
 def _fail(message: str, code: int) -> None:
     for line in str(message).splitlines():
         typer.echo(f"error: {line}", err=True)
@@ -281,6 +297,56 @@ def bench(
     plot = out.with_name("bench.png")
     write_plot(res, plot)
     typer.echo(f"\nwritten to {out} and {plot}")
+
+
+@app.command()
+def schema(
+    events: Annotated[bool, typer.Option(
+        "--events", help="the schema of a DR events file (dr_events_file) instead of a scenario's")] = False,
+) -> None:
+    """Print the JSON Schema of a scenario file (the one shipped as vpp/data/scenario.schema.json).
+
+    Editors that read JSON Schema complete and check scenario files: give it as
+    the first line of a YAML file, ``# yaml-language-server: $schema=PATH``.
+    """
+    import json
+
+    from vpp.scenario.schema import events_json_schema, scenario_json_schema
+
+    typer.echo(json.dumps(events_json_schema() if events else scenario_json_schema(), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a directory written by vpp run")],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="directory for report.html, report.md and the figures (default: RUN_DIR/report)")] = None,
+    scenario: Annotated[Optional[Path], typer.Option(
+        "--scenario", help="the run's scenario file, to re-load its grid for the network map when the run's "
+                           "files do not name the grid")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Write a self-contained HTML report (figures embedded) and a Markdown report of a run.
+
+    Figures: each DR call on its own panel, power by fleet kind, state of
+    charge and backup reserve, voltage and loading against their limits, the
+    network map, and settlement baselines against the twin.
+    """
+    from vpp.metrics.html import ReportError, write_report
+
+    bar = None
+    if not quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(unit="figure", desc="report", leave=False)
+    try:
+        paths = write_report(run_dir, out, scenario=scenario, progress=None if bar is None else bar.update)
+    except ReportError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    finally:
+        if bar is not None:
+            bar.close()
+    typer.echo("written: " + ", ".join(str(p) for p in paths))
 
 
 def main() -> None:

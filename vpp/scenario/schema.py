@@ -9,12 +9,14 @@ before the first tick.
 
 from __future__ import annotations
 
+import importlib
 import math
+import re
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, PrivateAttr, Strict, TypeAdapter, ValidationError, WrapValidator, field_validator, \
-    model_validator
+from pydantic import Field, PrivateAttr, Strict, TypeAdapter, ValidationError, WithJsonSchema, WrapValidator, \
+    field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from vpp.dispatch.allocation import ALLOCATORS
@@ -62,6 +64,7 @@ LEVEL_FRACTIONS = (0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0)
 """Default share of a level signal's ``p_kw`` requested at OpenADR simple levels 0, 1, 2, 3 (an assumption:
 level 0 is normal operation, 3 the full request, evenly spaced between; a signal may give its own)."""
 _TOL_S = 1e-6  # slack when comparing times [s]
+_WHEN = " [s since t_s = 0, or an ISO 8601 date-time or clock time]"  # the unit of an Instant, in descriptions
 
 _TIME_S = real(ge=0.0, le=MAX_DURATION_S)  # a time since the scenario start, or a window [s]
 _TIME_S_ADAPTER = TypeAdapter(_TIME_S)
@@ -100,7 +103,11 @@ def duration_type(*, ge: float | None = None, gt: float | None = None, le: float
                     "msg": f"{short(value)} is {seconds:g} s; must be in {allowed} s"}) from None
         return adapter.validate_python(value)
 
-    return Annotated[float, WrapValidator(check)]
+    # For the JSON Schema only (editors): what the validator takes, seconds in range or an ISO 8601 duration.
+    bounds = (("minimum", ge), ("exclusiveMinimum", gt), ("maximum", le))
+    number = {"type": "number", **{k: v for k, v in bounds if v is not None}}
+    iso = {"type": "string", "minLength": 2, "description": "an ISO 8601 duration, e.g. PT2H"}
+    return Annotated[float, WrapValidator(check), WithJsonSchema({"anyOf": [number, iso]})]
 
 
 def _notice_value(value, handler):
@@ -231,7 +238,8 @@ class GridConfig(StrictModel):
     )
     simbench_day: whole(ge=1, le=366) | None = Field(
         None, description="day of SimBench's profile year (2016, 366 days) on which the run starts; given, the "
-        "net's loads and generators follow its own SimBench profiles unless load_profile/sgen_profile say otherwise",
+        "net's loads and generators follow its own SimBench profiles unless load_profile/sgen_profile say "
+        "otherwise [d]",
     )
     sgen_scale: real(ge=0.0, le=1000.0) = Field(1.0, description="multiplier on the net's nominal generation [-]")
     vm_min_pu: real(gt=0.0, le=2.0) = Field(0.95, description="lower voltage limit for violation counts [pu]")
@@ -295,7 +303,7 @@ class IntervalConfig(StrictModel):
 
     duration: duration_type(gt=0.0, le=MAX_DURATION_S) = Field(description="length [s] or ISO 8601 duration ('PT1H')")
     value: real(ge=-MAX_CALL_KW, le=MAX_CALL_KW) = Field(description="the signal's value, in the signal's unit")
-    start: Instant | None = Field(None, description="optional: when the interval starts (checked for contiguity)")
+    start: Instant | None = Field(None, description="optional: when the interval starts (checked for contiguity)" + _WHEN)
 
 
 class SignalConfig(StrictModel):
@@ -309,9 +317,11 @@ class SignalConfig(StrictModel):
     """
 
     type: Literal[SIGNALS] = Field(description="delta_kw, setpoint_kw, level or price_cny_per_kwh")
-    intervals: Annotated[list[IntervalConfig], Field(min_length=1, max_length=MAX_INTERVALS)]
+    intervals: Annotated[list[IntervalConfig], Field(min_length=1, max_length=MAX_INTERVALS)] = Field(
+        description="the signal's intervals, back to back from the event's start (each a duration [s] and a value)"
+    )
     p_kw: real(gt=0.0, le=MAX_CALL_KW) | None = Field(None, description="level signals: the change at full level [kW]")
-    p_mw: real(gt=0.0, le=MAX_CALL_KW / 1000.0) | None = Field(None, description="level signals: the same in MW")
+    p_mw: real(gt=0.0, le=MAX_CALL_KW / 1000.0) | None = Field(None, description="level signals: the change at full level [MW]")
     level_fractions: Annotated[list[real(ge=0.0, le=1.0)], Field(min_length=4, max_length=4)] | None = Field(
         None, description="level signals: share of p_kw requested at levels 0, 1, 2, 3 [-]; default 0, 1/3, 2/3, 1"
     )
@@ -409,11 +419,11 @@ class ModificationConfig(StrictModel):
     direction, targets and tier do not change.
     """
 
-    at: Instant = Field(description="when this version is announced")
-    modification: whole(ge=1, le=2**31 - 1) = Field(description="modification number, above the previous version's")
-    end_s: Instant | None = Field(None, description="new end of the active period")
-    end: Instant | None = Field(None, description="new end of the active period")
-    duration: duration_type(gt=0.0, le=MAX_DURATION_S) | None = Field(None, description="new length of the active period")
+    at: Instant = Field(description="when this version is announced" + _WHEN)
+    modification: whole(ge=1, le=2**31 - 1) = Field(description="modification number, above the previous version's [-]")
+    end_s: Instant | None = Field(None, description="new end of the active period" + _WHEN)
+    end: Instant | None = Field(None, description="new end of the active period" + _WHEN)
+    duration: duration_type(gt=0.0, le=MAX_DURATION_S) | None = Field(None, description="new length of the active period [s] or an ISO 8601 duration")
     signals: Annotated[list[SignalConfig], Field(min_length=1, max_length=4)] | None = Field(
         None, description="new signals (replacing every signal)")
     p_kw: real(gt=0.0, le=MAX_CALL_KW) | None = Field(None, description="new change [kW] (events given by p_kw/p_mw)")
@@ -476,23 +486,25 @@ class DRCallConfig(StrictModel):
     change (:meth:`vpp.dr.DRCall.setpoint_delta_kw`).
     """
 
-    id: Name
-    modification: whole(ge=0, le=2**31 - 1) = Field(0, description="modification number of this first version")
-    direction: Literal["reduce", "increase"]
+    id: Name = Field(description="the event's id (OpenADR eventID): names its result columns call.<id>.*")
+    modification: whole(ge=0, le=2**31 - 1) = Field(0, description="modification number of this first version [-]")
+    direction: Literal["reduce", "increase"] = Field(
+        description="reduce: the plant's consumption goes down (or its discharge up); increase: the opposite"
+    )
     p_kw: real(gt=0.0, le=MAX_CALL_KW) | None = Field(
         None, description="requested change [kW] (one delta_kw interval over the active period); or give signals"
     )
     p_mw: real(gt=0.0, le=MAX_CALL_KW / 1000.0) | None = Field(
         None, description="requested change [MW]; give p_kw or p_mw, or signals"
     )
-    start_s: Instant | None = Field(None, description="start of the active period (same as start)")
-    start: Instant | None = Field(None, description="start of the active period")
-    end_s: Instant | None = Field(None, description="end of the active period (same as end)")
-    end: Instant | None = Field(None, description="end of the active period")
+    start_s: Instant | None = Field(None, description="start of the active period (same as start)" + _WHEN)
+    start: Instant | None = Field(None, description="start of the active period" + _WHEN)
+    end_s: Instant | None = Field(None, description="end of the active period (same as end)" + _WHEN)
+    end: Instant | None = Field(None, description="end of the active period" + _WHEN)
     duration: duration_type(gt=0.0, le=MAX_DURATION_S) | None = Field(None, description="length of the active period [s]")
-    notification_s: Notice | None = Field(None, description="when the event is announced (same as notification)")
+    notification_s: Notice | None = Field(None, description="when the event is announced (same as notification)" + _WHEN)
     notification: Notice | None = Field(
-        None, description="when the event is announced, or an ISO 8601 duration before start; default: at start"
+        None, description="when the event is announced, or an ISO 8601 duration before start; default: at start" + _WHEN
     )
     ramp_up_s: duration_type(ge=0.0, le=MAX_DURATION_S) = Field(
         0.0, description="the change ramps linearly from 0 at start to full after this long [s]"
@@ -594,7 +606,8 @@ class EventsFile(StrictModel):
 
     path: Annotated[str, Strict(), Field(min_length=1, max_length=4096)] = Field(description="the file, absolute")
     source: Annotated[str, Strict(), Field(min_length=1, max_length=4096)] = Field(description="the path as given")
-    dr_calls: Annotated[list[DRCallConfig], Field(max_length=MAX_DR_CALLS)] = Field(default_factory=list)
+    dr_calls: Annotated[list[DRCallConfig], Field(max_length=MAX_DR_CALLS)] = Field(
+        default_factory=list, description="the DR events, in the schema of a scenario's dr_calls")
 
 
 class CommunicationConfig(StrictModel):
@@ -661,7 +674,7 @@ class OutputConfig(StrictModel):
     """What a run writes besides the per-tick totals."""
 
     bus_timeseries: Flag = Field(True, description="write per-bus power and voltage every tick")
-    sample_devices: whole(ge=0, le=10_000) = Field(0, description="devices per fleet whose power is recorded")
+    sample_devices: whole(ge=0, le=10_000) = Field(0, description="devices per fleet whose power is recorded [-]")
 
 
 class PlatformConfig(StrictModel):
@@ -702,23 +715,28 @@ class Scenario(StrictModel):
     times placed on the calendar (see :class:`DRCallConfig`).
     """
 
-    name: Name
-    description: Annotated[str, Field(max_length=10_000)] = ""
-    seed: whole(ge=0, le=MAX_SEED) = 0
-    time: TimeConfig
-    grid: GridConfig
-    fleets: Annotated[list[FleetConfig], Field(min_length=1, max_length=MAX_FLEETS)]
-    dr_calls: Annotated[list[DRCallConfig], Field(max_length=MAX_DR_CALLS)] = Field(default_factory=list)
+    name: Name = Field(description="the scenario's name: the default output directory results/<name>")
+    description: Annotated[str, Field(max_length=10_000)] = Field("", description="free text, for people")
+    seed: whole(ge=0, le=MAX_SEED) = Field(0, description="seed of the run's one random generator [-]")
+    time: TimeConfig = Field(description="simulated horizon [s], control tick [s] and calendar")
+    grid: GridConfig = Field(description="the network, its own load and generation, and the limits counted")
+    fleets: Annotated[list[FleetConfig], Field(min_length=1, max_length=MAX_FLEETS)] = Field(
+        description="the device fleets, each of one kind (ev, basestation, building), told apart by kind")
+    dr_calls: Annotated[list[DRCallConfig], Field(max_length=MAX_DR_CALLS)] = Field(
+        default_factory=list, description="DR events (OpenADR 2.0b-like), times in seconds or ISO 8601")
     dr_events_file: EventsFile | None = Field(
         None, description="a YAML or JSON file of DR events (a list, or a mapping with the one key dr_calls), "
         "relative to the scenario file's folder; same schema as dr_calls",
     )
-    communication: CommunicationConfig = CommunicationConfig()
-    dispatch: DispatchConfig = DispatchConfig()
-    platform: PlatformConfig = PlatformConfig()
-    output: OutputConfig = OutputConfig()
-    measurement: MeasurementConfig = MeasurementConfig()
-    grid_operator: GridOperatorConfig = GridOperatorConfig()
+    communication: CommunicationConfig = Field(
+        CommunicationConfig(), description="messages between agents: latency [s] and loss [-]")
+    dispatch: DispatchConfig = Field(DispatchConfig(), description="allocation strategies, by name")
+    platform: PlatformConfig = Field(
+        PlatformConfig(), description="how the VPP platform accepts and tracks calls")
+    output: OutputConfig = Field(OutputConfig(), description="what a run writes besides the per-tick totals")
+    measurement: MeasurementConfig = Field(MeasurementConfig(), description="how delivery is measured")
+    grid_operator: GridOperatorConfig = Field(
+        GridOperatorConfig(), description="the grid operator's own congestion calls")
     prices: series_or_profile("price") | None = Field(
         None, description="energy price per tick from a time-series file {path, column} (column "
         "price_cny_per_kwh or price_cny_per_mwh); adds price_cny_per_kwh to the time series and energy costs "
@@ -963,3 +981,129 @@ class _EventPlacer:
             out.append(m.model_copy(update={"at": at_s, "end_s": new_end, "end": None, "duration": None,
                                             "signals": signals}))
         return out
+
+
+# --- JSON Schema for editors ---------------------------------------------------------------------------
+
+SCHEMA_ID = "https://vpp.invalid/scenario.schema.json"  # a name, not an address: nothing is fetched from it
+"""``$id`` of the shipped schema (``vpp/data/scenario.schema.json``, written by :func:`scenario_json_schema`)."""
+
+# Fleet fields declared without a description in their kind's module: described here, for the JSON Schema only.
+_FLEET_DESCRIPTIONS = {
+    "name": "the fleet's name: names its result columns fleet.<name>.*",
+    "kind": "device kind: ev, basestation or building",
+    "charger": "charger type: a parameter set (vpp list parameters); any field below overrides it",
+    "parameters": "a parameter set of the kind (vpp list parameters); any field below overrides it",
+    "soc_min": "lowest battery state of charge [-]; default the parameter set's",
+    "soc_max": "highest battery state of charge [-]; default the parameter set's",
+    "soc_init": "battery state of charge at t_s = 0 [-]",
+    "traffic_profile": "daily traffic profile's name (fraction of busy-hour traffic [-]); default the parameter set's",
+    "outdoor_profile": "daily outdoor temperature profile's name [degC]",
+    "n_devices": "number of devices [-]",
+}
+
+
+def _enum(prop: dict, names) -> None:
+    """Put ``names`` as an enum on the string branch of a property (plain, or ``anyOf`` with null or a file)."""
+    names = sorted(names)
+    branches = prop.get("anyOf")
+    if branches is None:
+        prop["enum"] = names
+        return
+    for branch in branches:
+        if branch.get("type") == "string":
+            branch["enum"] = names
+
+
+def _registry_enums(defs: dict) -> None:
+    # PLATFORM_ALLOCATORS: platform-level strategies, where the dispatch module has them.
+    platform = getattr(importlib.import_module("vpp.dispatch.allocation"), "PLATFORM_ALLOCATORS", None)
+    table = {
+        ("GridConfig", "solver"): SOLVERS,
+        ("GridConfig", "load_profile"): [*PROFILES, "simbench"],
+        ("GridConfig", "sgen_profile"): [*PROFILES, "simbench"],
+        ("DRCallConfig", "tier"): TIERS,
+        ("DispatchConfig", "strategy"): ALLOCATORS,
+        ("DispatchConfig", "platform_strategy"): platform,
+    }
+    for spec in KINDS.values():
+        title = spec.config.__name__
+        table[(title, spec.parameter_field)] = spec.parameter_sets
+        for key in defs.get(title, {}).get("properties", {}):
+            if key.endswith("_profile"):
+                table[(title, key)] = PROFILES
+    for (model, key), names in table.items():
+        prop = defs.get(model, {}).get("properties", {}).get(key)
+        if prop is not None and names is not None:
+            _enum(prop, names)
+    ops = defs.get("DispatchConfig", {}).get("properties", {}).get("operators") or {}
+    for value in [ops.get("additionalProperties"), *(ops.get("patternProperties") or {}).values()]:
+        if isinstance(value, dict):
+            _enum(value, ALLOCATORS)
+    grid = defs["GridConfig"]
+    from vpp.grid.networks import PANDAPOWER_NETWORKS, shipped_networks
+
+    builtins = sorted(PANDAPOWER_NETWORKS)
+    # Completion offers the built-ins and the shipped files; only source: pandapower (the default) is limited to them.
+    grid["properties"]["network"]["examples"] = builtins + sorted(shipped_networks())
+    grid["if"] = {"properties": {"source": {"const": "pandapower"}}}
+    grid["then"] = {"properties": {"network": {"enum": builtins}}}
+
+
+def _describe_missing(schema: dict) -> None:
+    defs = schema["$defs"]
+    for title, node in [("Scenario", schema), *defs.items()]:
+        for key, prop in node.get("properties", {}).items():
+            given = prop.get("description")
+            if given and (key != "n_devices" or "[" in given):
+                continue
+            if key in _FLEET_DESCRIPTIONS and title.endswith("FleetConfig"):
+                prop["description"] = _FLEET_DESCRIPTIONS[key]
+            elif "$ref" in prop:  # a section: its model's own summary line
+                doc = defs[prop["$ref"].rsplit("/", 1)[-1]].get("description", "")
+                if doc:
+                    first = doc.strip().split("\n\n")[0].replace("\n", " ")
+                    prop["description"] = re.sub(r":\w+:`([^`]*)`|``([^`]*)``", lambda m: m[1] or m[2], first)
+
+
+def scenario_json_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of a scenario file, for editors and ``vpp schema``.
+
+    Pydantic's schema of :class:`Scenario`, with: registry-checked names
+    (solvers, profiles, tiers, strategies, parameter sets, pandapower networks
+    under ``source: pandapower``) as enums; ``dr_events_file`` as the path a
+    file gives (the model holds the file once read); and descriptions for
+    fleet fields whose kind's module gives none. Validation stays pydantic's:
+    the schema helps editors and may accept what a run refuses (bus names,
+    times against the calendar).
+    """
+    schema = Scenario.model_json_schema()
+    _registry_enums(schema["$defs"])
+    schema["properties"]["dr_events_file"] = {
+        "type": "string", "minLength": 1, "maxLength": 4096,
+        "description": Scenario.model_fields["dr_events_file"].description,
+    }
+    schema["$defs"].pop("EventsFile", None)
+    _describe_missing(schema)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+
+
+EVENTS_SCHEMA_ID = "https://vpp.invalid/events.schema.json"
+"""``$id`` of the shipped events-file schema (``vpp/data/events.schema.json``)."""
+
+
+def events_json_schema() -> dict:
+    """The JSON Schema of a DR events file (``dr_events_file``): a list of events, or a mapping ``{dr_calls: [...]}``.
+
+    The events are :class:`DRCallConfig`, described as in :func:`scenario_json_schema`.
+    """
+    defs = scenario_json_schema()["$defs"]
+    calls = {"type": "array", "items": {"$ref": "#/$defs/DRCallConfig"}, "maxItems": MAX_DR_CALLS}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "$id": EVENTS_SCHEMA_ID,
+        "title": "DR events file",
+        "description": "DR events for a scenario's dr_events_file, in the schema of a scenario's dr_calls",
+        "anyOf": [calls, {"type": "object", "additionalProperties": False, "required": ["dr_calls"],
+                          "properties": {"dr_calls": {**calls, "description": "the DR events"}}}],
+        "$defs": defs,
+    }
