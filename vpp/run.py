@@ -31,6 +31,7 @@ import pandas as pd
 
 from vpp.build import build_plant, call_room_warnings, plant_warnings
 from vpp.dispatch import Portfolio, get_allocator
+from vpp.dispatch.optimal import OptimalConfig
 from vpp.fleets.registry import KINDS
 from vpp.metrics.columns import PRICE
 from vpp.metrics.kpis import grid_kpis, summarize
@@ -163,10 +164,13 @@ def run_scenario(
         for line in warnings:
             warn(line)
     grid, fleets, calls = plant.grid, plant.fleets, plant.calls
-    allocator = get_allocator(scenario.dispatch.strategy)
+    d = scenario.dispatch
+    optimal = OptimalConfig(d.optimal.resolve_every_ticks, d.optimal.bucket_s, d.optimal.max_horizon_ticks)
     operator_names = list(dict.fromkeys(f.operator for f in fleets))
     portfolios = {
-        op: Portfolio([f for f in fleets if f.operator == op], grid.n_bus, allocator) for op in operator_names
+        op: Portfolio([f for f in fleets if f.operator == op], grid.n_bus, get_allocator(d.strategy_for(op)),
+                      optimal_config=optimal, offer_cost=d.platform_strategy == "merit_order")
+        for op in operator_names
     }
     all_bus_idx = np.concatenate([f.bus_idx for f in fleets])
     grid.attach_vpp(all_bus_idx)
@@ -186,9 +190,10 @@ def run_scenario(
         rng=plant.link_rng,
         twin=scenario.measurement.twin,
         platform_policy=PlatformPolicy(pc.acceptance, pc.min_acceptance, pc.tracking, pc.tracking_reference,
-                                       pc.tracking_gain),
+                                       pc.tracking_gain, pc.recovery),
         ignore=ignore,
     )
+    engine.platform.strategy = d.platform_strategy
     fleets = engine.fleets  # operator order: the order of every per-fleet array below
     k = scenario.output.sample_devices
     samples = {
@@ -361,6 +366,8 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
         "tracking_reference": pc.tracking_reference if pc.tracking else None,
         "tracking_gain": pc.tracking_gain if pc.tracking else None,
         "non_compliance_share": pc.non_compliance_share,
+        "recovery": pc.recovery,
+        "declined": {cid: sorted(ops) for cid, ops in engine.platform.declined.items()},
         # Per call: what the platform measured from its telemetry and how it corrected (never the twin).
         "tracking_log": {cid: log[:2000] for cid, log in engine.platform.tracking_log.items()},
     }

@@ -15,11 +15,11 @@ import re
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, PrivateAttr, Strict, TypeAdapter, ValidationError, WithJsonSchema, WrapValidator, \
-    field_validator, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, Strict, TypeAdapter, ValidationError, WithJsonSchema, \
+    WrapValidator, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from vpp.dispatch.allocation import ALLOCATORS
+from vpp.dispatch.allocation import ALLOCATORS, PLATFORM_ALLOCATORS
 from vpp.dr import POWER_SIGNALS, RESPONSE_REQUIRED, SIGNALS
 from vpp.fleets.config import BusIndex, Flag, Name, SeriesFile, StrictModel, check_timezone, field_errors, real, \
     series_or_profile, short, whole
@@ -46,6 +46,7 @@ __all__ = [
     "LEVEL_FRACTIONS",
     "CommunicationConfig",
     "DispatchConfig",
+    "OptimalDispatchConfig",
     "PlatformConfig",
     "OutputConfig",
     "MeasurementConfig",
@@ -617,15 +618,63 @@ class CommunicationConfig(StrictModel):
     loss_probability: real(ge=0.0, lt=1.0) = Field(0.0, description="chance a message is lost [-]")
 
 
+def _device_strategy(v: str) -> str:
+    return _one_of(v, ALLOCATORS, "strategy")
+
+
+_StrategyName = Annotated[str, Field(max_length=200), AfterValidator(_device_strategy)]
+
+
+class OptimalDispatchConfig(StrictModel):
+    """Knobs of the ``optimal`` strategy (:mod:`vpp.dispatch.optimal`)."""
+
+    resolve_every_ticks: whole(ge=1, le=100_000) = Field(
+        1, description="keep a plan this many ticks (1: plan anew every tick); a new call or modification, or a "
+        "request that differs from the plan's, plans anew [ticks]",
+    )
+    bucket_s: real(ge=60.0, le=MAX_DURATION_S) = Field(
+        3600.0, description="width of the departure buckets that group EV sessions [s]"
+    )
+    max_horizon_ticks: whole(ge=1, le=10_000) = Field(288, description="longest call window planned at once [ticks]")
+
+
 class DispatchConfig(StrictModel):
-    """How operators split their share of a call over devices."""
+    """How the platform splits a call over operators, and each operator its share over its devices (by name).
 
-    strategy: Annotated[str, Field(max_length=200)] = "pro_rata"
+    ``strategy`` is every operator's device-level strategy unless
+    ``operators`` names another for it; ``platform_strategy`` splits calls
+    over operators (``pro_rata`` by offered room, ``merit_order`` by offered
+    cost; ``edf``, ``llf`` and ``optimal`` need the devices' state and are
+    device-level only). Operator names must be among the fleets' operators
+    (checked with the whole scenario).
+    """
 
-    @field_validator("strategy")
+    strategy: _StrategyName = Field("pro_rata", description="device-level strategy of every operator")
+    platform_strategy: Annotated[str, Field(max_length=200)] = Field(
+        "pro_rata", description="platform -> operators: pro_rata (offered room) or merit_order (offered cost)"
+    )
+    operators: Annotated[dict[Name, _StrategyName], Field(max_length=MAX_FLEETS)] = Field(
+        default_factory=dict, description="device-level strategy per operator, overriding strategy"
+    )
+    optimal: OptimalDispatchConfig = OptimalDispatchConfig()
+
+    @field_validator("platform_strategy")
     @classmethod
-    def _strategy(cls, v: str) -> str:
-        return _one_of(v, ALLOCATORS, "strategy")
+    def _platform_strategy(cls, v: str) -> str:
+        if v in ALLOCATORS and v not in PLATFORM_ALLOCATORS:
+            raise ValueError(f"{short(v)} is a device-level strategy (dispatch.strategy or dispatch.operators); "
+                             f"the platform splits by one of: {', '.join(sorted(PLATFORM_ALLOCATORS))}")
+        return _one_of(v, PLATFORM_ALLOCATORS, "platform strategy")
+
+    def strategy_for(self, operator: str) -> str:
+        """The device-level strategy of ``operator``."""
+        return self.operators.get(operator, self.strategy)
+
+    def operator_errors(self, operators: list[str]) -> list[tuple[tuple, str, None]]:
+        """``(loc, message, None)`` for every name in ``operators`` (the mapping) that no fleet has."""
+        shown = ", ".join(operators[:20]) + (", ..." if len(operators) > 20 else "")
+        return [(("dispatch", "operators", name), f"unknown operator {short(name)}: no fleet has it; the "
+                 f"scenario's operators: {shown}", None) for name in self.operators if name not in operators]
 
 
 class GridOperatorConfig(StrictModel):
@@ -701,6 +750,10 @@ class PlatformConfig(StrictModel):
         0.5, description="integral gain of the tracking loop: share of the measured error added per telemetry "
         "tick [-]"
     )
+    recovery: Literal["none", "release"] = Field(
+        "none", description="none: devices return to their default power when a call ends; release: the platform "
+        "hands them back gradually, its request stepping down linearly to 0 over the call's recovery_s [s]",
+    )
     non_compliance_share: real(ge=0.0, le=1.0) = Field(
         0.0, description="share of devices that ignore setpoints and run at their default power [-], drawn per "
         "device; the platform does not know which",
@@ -772,6 +825,7 @@ class Scenario(StrictModel):
         for loc, call in events:
             placed = _EventPlacer(self, loc, call, errors).place()
             resolved.append(placed)
+        errors += self.dispatch.operator_errors(list(dict.fromkeys(f.operator for f in self.fleets)))
         if self.communication.latency_s > duration_s:
             errors.append((("communication", "latency_s"),
                            f"must be at most time.duration_s ({duration_s:g})", self.communication.latency_s))
