@@ -14,13 +14,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_scenario", "run_scenario", "Results", "Scenario"]
+__all__ = ["__version__", "load_scenario", "run_scenario", "Results", "Scenario", "sweep"]
 
 _LAZY = {
     "load_scenario": ("vpp.scenario", "load_scenario"),
     "Scenario": ("vpp.scenario", "Scenario"),
     "run_scenario": ("vpp.run", "run_scenario"),
     "Results": ("vpp.run", "Results"),
+    "sweep": ("vpp.sweep", "sweep"),  # the module vpp.sweep is callable too: see _CallableModule there
 }
 
 

@@ -67,13 +67,20 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _load(path: Path, seed: int | None):
+def _load(path: Path, seed: int | None, sets: list[str] | None = None):
     from vpp.scenario import ScenarioError, load_scenario
+    from vpp.scenario.overrides import load_with_overrides
 
     try:
+        if sets:
+            return load_with_overrides(path, sets, extra=None if seed is None else {"seed": seed})
         return load_scenario(path, overrides=None if seed is None else {"seed": seed})
     except ScenarioError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
+
+
+_SET_HELP = ("set a scenario field by dotted path, e.g. --set fleets.0.n_devices=500 --set dispatch.strategy=edf "
+             "(repeatable; list items by index; the value is read as YAML; validated as the file is)")
 
 
 class _Signals:
@@ -129,6 +136,7 @@ def run(
     strict: Annotated[bool, typer.Option(
         "--strict", help="stop at the first power flow that does not converge (exit 3) instead of "
                          "recording NaN for that tick and going on")] = False,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", metavar="PATH=VALUE", help=_SET_HELP)] = None,
 ) -> None:
     """Run a scenario and write timeseries.parquet, buses.parquet, summary.json and meta.json.
 
@@ -138,7 +146,7 @@ def run(
     """
     with _Signals() as signals:
         try:
-            _run(scenario, out, seed, quiet, plot, strict, signals)
+            _run(scenario, out, seed, quiet, plot, strict, signals, sets)
         except KeyboardInterrupt:  # a second signal: stop at once
             typer.echo(f"interrupted by {signals.received or 'SIGINT'} again: stopped at once; results not "
                        "written (a directory --out held before is unchanged)", err=True)
@@ -146,12 +154,12 @@ def run(
 
 
 def _run(scenario: Path, out: Path | None, seed: int | None, quiet: bool, plot: bool, strict: bool,
-         signals: _Signals) -> None:
+         signals: _Signals, sets: list[str] | None = None) -> None:
     from vpp.metrics.report import OutputDirError, check_out_dir, summary_table, write_results
     from vpp.run import GridNotConverged, RunError, RunInterrupted, run_scenario
     from vpp.scenario import ScenarioError
 
-    sc = _load(scenario, seed)
+    sc = _load(scenario, seed, sets)
     out_dir = out if out is not None else Path("results") / sc.name
     label = "--out " if out is not None else "output directory "
     try:
@@ -221,6 +229,7 @@ def _run(scenario: Path, out: Path | None, seed: int | None, quiet: bool, plot: 
 @app.command()
 def validate(
     scenario: Annotated[Path, typer.Argument(help="scenario file (.yaml, .yml or .toml)")],
+    sets: Annotated[Optional[list[str]], typer.Option("--set", metavar="PATH=VALUE", help=_SET_HELP)] = None,
 ) -> None:
     """Check a scenario, including that every bus it names exists in its grid; run nothing.
 
@@ -232,7 +241,7 @@ def validate(
     from vpp.build import build_plant, plant_warnings
     from vpp.scenario import ScenarioError
 
-    sc = _load(scenario, None)
+    sc = _load(scenario, None, sets)
     try:
         plant = build_plant(sc)
     except ScenarioError as exc:
@@ -347,6 +356,78 @@ def report(
         if bar is not None:
             bar.close()
     typer.echo("written: " + ", ".join(str(p) for p in paths))
+
+
+@app.command("sweep")
+def sweep_cmd(
+    spec: Annotated[Path, typer.Argument(help="sweep file (.yaml): scenario, grid of dotted paths to value lists, "
+                                              "seeds, set")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="sweep directory: cases/<key>.json per case, "
+                                                          "sweep.parquet and sweep.json at the end")],
+    resume: Annotated[bool, typer.Option("--resume", help="keep the finished cases in --out, run the rest")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="dask (default) or serial (in this process)")] = "dask",
+    scheduler: Annotated[Optional[str], typer.Option(
+        "--scheduler",
+        help="address of an existing Dask scheduler (e.g. tcp://10.0.0.5:8786; env VPP_DASK_SCHEDULER); "
+             "default: a local cluster on 127.0.0.1, one single-threaded worker per core")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="local cluster size (default: cores)")]
+    = None,
+    connect_timeout: Annotated[float, typer.Option(
+        "--connect-timeout", min=0.1, help="seconds to wait for --scheduler before giving up")] = 10.0,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", metavar="PATH=VALUE", help=_SET_HELP)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress lines")] = False,
+) -> None:
+    """Run a parameter sweep (every combination of the grid, times seeds) and write its KPI table.
+
+    Every case is validated before any runs. Cases are stored one file each
+    as they finish; --resume after an interruption runs only the rest.
+    Exit 1 when some case failed (its row says why), 2 for bad input.
+    """
+    from vpp.scenario import ScenarioError
+    from vpp.scenario.overrides import parse_assignment
+    from vpp.sweep import Store, load_spec, plan, sweep
+
+    try:
+        sp = load_spec(spec)
+        fixed = dict(sp.overrides)
+        for text in sets or ():
+            p, v = parse_assignment(text)
+            fixed[p] = v
+        if backend not in ("dask", "serial"):
+            raise ScenarioError(f"--backend: unknown {backend!r}; allowed: dask, serial")
+        if backend == "serial" and scheduler:
+            raise ScenarioError("--scheduler: only with --backend dask")
+        cases = plan(sp.scenario, sp.grid, sp.seeds, fixed, where=f"{spec}: ")
+        Store(out).check(resume)
+    except ScenarioError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    n = len(cases)
+    if not quiet:
+        where = "serially" if backend == "serial" else (f"on {scheduler}" if scheduler else "on a local Dask cluster")
+        typer.echo(f"{spec}: {n} cases ({' x '.join(str(len(v)) for v in sp.grid.values())} x {sp.seeds} seeds), "
+                   f"{where}; results in {out}/", err=True)
+
+    def progress(done: int, total: int, record: dict) -> None:
+        if not quiet:
+            params = ", ".join(f"{k}={v}" for k, v in record["params"].items())
+            typer.echo(f"[{done}/{total}] case {record['case']} ({params}, seed index {record['seed_index']}): "
+                       f"{record['status']} in {record['wall_time_s']:.1f} s", err=True)
+
+    try:
+        df = sweep(sp.scenario, sp.grid, sp.seeds, overrides=fixed, out=out, resume=True, backend=backend,
+                   scheduler=scheduler, n_workers=workers, progress=progress, cases=cases,
+                   connect_timeout_s=connect_timeout)
+    except ScenarioError as exc:  # an unreachable scheduler: nothing has run
+        _fail(str(exc), EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: finished cases are in {out}/cases; continue with --resume", err=True)
+        raise typer.Exit(EXIT_SIGNAL["SIGINT"]) from None
+    n_failed = int((df["status"] != "ok").sum())
+    if not quiet:
+        typer.echo(f"{n} cases ({df.attrs['n_resumed']} resumed) in {df.attrs['wall_time_s']:.1f} s; "
+                   f"written to {out}/sweep.parquet")
+    if n_failed:
+        _fail(f"{n_failed} of {n} cases failed; see the error column of {out}/sweep.parquet", EXIT_RUN_FAILED)
 
 
 def main() -> None:

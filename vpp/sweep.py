@@ -47,7 +47,9 @@ import itertools
 import json
 import math
 import os
+import sys
 import threading
+import types
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -369,7 +371,8 @@ class Store:
         self.root = Path(out)
         self.cases = self.root / "cases"
 
-    def prepare(self, resume: bool) -> None:
+    def check(self, resume: bool) -> None:
+        """Raise :class:`SweepError` unless the directory can hold this sweep; create nothing."""
         if self.root.exists() and not self.root.is_dir():
             raise SweepError(f"--out {self.root}: exists and is not a directory")
         if self.root.is_dir() and any(self.root.iterdir()) and not resume:
@@ -377,6 +380,8 @@ class Store:
             raise SweepError(f"--out {self.root}: not empty, holds {what}; give an empty or new directory")
         if self.root.is_dir() and resume and any(self.root.iterdir()) and not self.cases.is_dir():
             raise SweepError(f"--out {self.root}: --resume, but it holds no sweep (no cases/ folder)")
+
+    def create(self) -> None:
         self.cases.mkdir(parents=True, exist_ok=True)
         for tmp in self.cases.glob(".*.tmp"):  # left by a sweep killed while writing
             tmp.unlink(missing_ok=True)
@@ -490,7 +495,8 @@ def _table(cases: list[Case], records: dict[str, dict], grid_paths: Iterable[str
 def sweep(base_scenario, grid: Mapping[str, Sequence], seeds: int = 1, *,
           overrides: Mapping[str, Any] | None = None, out: str | Path | None = None, resume: bool = False,
           backend: str = "dask", scheduler: str | None = None, n_workers: int | None = None,
-          progress: Callable[[int, int, dict], None] | None = None, cases: list[Case] | None = None):
+          progress: Callable[[int, int, dict], None] | None = None, cases: list[Case] | None = None,
+          connect_timeout_s: float = CONNECT_TIMEOUT_S):
     """Run a parameter sweep and return its tidy :class:`pandas.DataFrame` (see the module docstring).
 
     ``base_scenario``: a scenario file path, a mapping or a validated
@@ -500,7 +506,9 @@ def sweep(base_scenario, grid: Mapping[str, Sequence], seeds: int = 1, *,
     written without it); ``resume`` reuses its finished cases. ``backend``:
     ``"dask"`` (``scheduler`` or ``$VPP_DASK_SCHEDULER``, else a local
     cluster of ``n_workers``, default one per core) or ``"serial"``.
-    ``progress(n_done, n_total, record)`` after each case.
+    ``progress(n_done, n_total, record)`` after each case. ``cases``: a
+    :func:`plan` made beforehand (``base_scenario``, ``grid``, ``seeds`` and
+    ``overrides`` must be the ones it was made from).
 
     Raises :class:`SweepError` (a :class:`ScenarioError`) before any case
     runs for a path not in the scenario, an empty value list, a case that
@@ -516,7 +524,7 @@ def sweep(base_scenario, grid: Mapping[str, Sequence], seeds: int = 1, *,
         cases = plan(base_scenario, grid, seeds, overrides, version)
     store = Store(out) if out is not None else None
     if store is not None:
-        store.prepare(resume)
+        store.check(resume)
     records: dict[str, dict] = {}
     if store is not None and resume:
         for c in cases:
@@ -541,12 +549,15 @@ def sweep(base_scenario, grid: Mapping[str, Sequence], seeds: int = 1, *,
             progress(n_done, n_total, record)
 
     t0 = time.perf_counter()
-    if todo:
-        if backend == "serial":
-            _run_serial(todo, version, done)
-        else:
-            with dask_client(scheduler, n_workers) as client:
-                _run_dask(client, todo, version, done)
+    if backend == "serial" or not todo:
+        if store is not None:
+            store.create()
+        _run_serial(todo, version, done)
+    else:
+        with dask_client(scheduler, n_workers, connect_timeout_s) as client:  # reached before anything is written
+            if store is not None:
+                store.create()
+            _run_dask(client, todo, version, done)
     wall_s = time.perf_counter() - t0
     df = _table(cases, records, list(cases[0].params) if cases else list(grid))
     if store is not None:
@@ -560,3 +571,14 @@ def sweep(base_scenario, grid: Mapping[str, Sequence], seeds: int = 1, *,
         _atomic_write(store.root / "sweep.json", json.dumps(meta, indent=1, default=str).encode())
     df.attrs.update(wall_time_s=wall_s, n_run=len(todo), n_resumed=n_total - len(todo))
     return df
+
+
+class _CallableModule(types.ModuleType):
+    # `vpp.sweep` is both this module and the function: importing a submodule sets it as an attribute
+    # of the package, which would shadow the lazily exported function after the first import. So the
+    # module itself calls the function: `vpp.sweep(...)` works however and whenever it was imported.
+    def __call__(self, *args, **kwargs):
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
