@@ -59,6 +59,7 @@ class PlatformPolicy:
     tracking: bool = False  # closed loop on late telemetry
     tracking_reference: str = "offers"  # "offers" or "pre_event"
     tracking_gain: float = 0.5  # integral gain per telemetry tick [-]
+    recovery: str = "none"  # "release": hand devices back gradually over each call's recovery_s
 
 
 def _call_order(call: DRCall) -> tuple[float, str]:
@@ -259,6 +260,8 @@ class PlatformAgent:
         self._scale: dict[str, float] = {}  # call id -> factor on the call's request for this tick [-]
         self._last_tick: dict[str, float] = {}  # call id -> telemetry tick last used
         self._pre_ref: dict[str, float] = {}  # call id -> pre-event reference [kW]
+        self.declined: dict[str, set[str]] = {}  # call id -> operators that declined their share
+        self.fleets_of: dict[str, set[str]] = {}  # operator -> names of its fleets (set by the engine)
         self.tracking_log: dict[str, list[dict]] = {}
 
     @property
@@ -285,9 +288,19 @@ class PlatformAgent:
     def _room_kw(self, call: DRCall) -> np.ndarray:
         mask = self._mask(call)
         sign = call.direction.sign
-        return np.array(
-            [self.offers[op].flex.room_kw(sign, mask) if op in self.offers else 0.0 for op in self.operators]
-        )
+        declined = self.declined.get(call.call_id, ())
+        return np.array([self.offers[op].flex.room_kw(sign, mask)
+                         if op in self.offers and op not in declined and self._targets_operator(call, op)
+                         else 0.0 for op in self.operators])
+
+    def _targets_operator(self, call: DRCall, op: str) -> bool:
+        """Whether ``call``'s operator and fleet targets leave ``op`` any device (the platform's resource
+        registry knows which fleets each operator runs)."""
+        if call.operators is not None and op not in call.operators:
+            return False
+        if call.fleets is not None and op in self.fleets_of and not (self.fleets_of[op] & set(call.fleets)):
+            return False
+        return True
 
     def _receive(self, t_s: float, msg) -> None:
         if isinstance(msg, CallNotice):
@@ -306,11 +319,13 @@ class PlatformAgent:
                     n_op = len(self.operators)
                     for op, room_kw in zip(self.operators, rooms_kw):
                         share = room_kw / total_kw if total_kw > 0.0 else 1.0 / n_op
-                        self.to_operator[op].send(EnergyQuery(t_s, call, float(share)))
+                        self.to_operator[op].send(EnergyQuery(t_s, call, float(share), self.policy.min_acceptance))
             else:
                 self._decide(t_s, call, None)
         elif isinstance(msg, EnergyOffer):
             answers = self._asked.get(msg.call_id)
+            if not msg.accepted:
+                self.declined.setdefault(msg.call_id, set()).add(msg.operator)
             if answers is not None:
                 answers[msg.operator] = msg.e_kwh
                 if len(answers) == len(self.operators):
@@ -353,8 +368,30 @@ class PlatformAgent:
                               for op in self.operators])
         delta_kw = call.delta_kw * share * self._scale.get(call.call_id, 1.0)
         shares_kw = self._allocator(delta_kw, rooms_kw, costs)
+        sent = self._released(call) if self.policy.recovery == "release" else call
         for op, share_kw in zip(self.operators, shares_kw):
-            self.to_operator[op].send(Instruction(t_s, op, call, float(share_kw)))
+            self.to_operator[op].send(Instruction(t_s, op, sent, float(share_kw)))
+
+    def _released(self, call: DRCall) -> DRCall:
+        """``call`` with its request handed back gradually over its recovery window (``recovery: release``).
+
+        After ``end_s`` the last interval's value steps down linearly to 0 over
+        ``recovery_s`` (one step per tick), so operators release the devices
+        they held back a few at a time instead of all at once; the grid's
+        request (and what delivery is measured against) still ends at
+        ``end_s``. A cancelled version, a price-only event or one without a
+        recovery window is sent as it is.
+        """
+        rec_s = call.recovery_s
+        if call.cancelled or call.signal == "price_cny_per_kwh" or not rec_s or rec_s <= 0.0:
+            return call
+        base = call.intervals or ((call.start_s, call.end_s, call.p_kw),)
+        v_last = base[-1][2]
+        k_n = max(1, int(np.ceil(rec_s / self.dt_s - 1e-9)))
+        step_s = rec_s / k_n
+        steps = tuple((call.end_s + k * step_s, call.end_s + (k + 1) * step_s, v_last * (1.0 - (k + 0.5) / k_n))
+                      for k in range(k_n))
+        return replace(call, end_s=call.end_s + rec_s, intervals=tuple(base) + steps)
 
     def _track(self, t_s: float, call: DRCall) -> None:
         """Integral correction of ``call``'s request from the newest complete telemetry tick (see the class)."""
@@ -459,12 +496,18 @@ class OperatorAgent:
         # not know which): a boolean per device, or None.
         self.ignore = None if ignore is None or not np.any(ignore) else np.asarray(ignore, dtype=bool)
         self.bus_telemetry = bus_telemetry  # send metered and offered default power per bus (tracking)
+        self.declined: set[str] = set()  # calls whose share this operator declined
         self._tick = (0.0, 60.0)  # (t_s, dt_s) of the tick in progress
 
     def _receive(self, t_s: float, msg) -> None:
         if isinstance(msg, EnergyQuery):
             e_kwh = self.available_kwh(msg.call, msg.share)
-            self.to_platform.send(EnergyOffer(t_s, self.name, msg.call.call_id, e_kwh))
+            asked_kwh = msg.share * msg.call.energy_kwh()
+            accepted = not (asked_kwh > 0.0 and e_kwh < msg.min_share * asked_kwh)
+            if not accepted:
+                self.declined.add(msg.call.call_id)  # its instructions for this call are ignored
+            self.to_platform.send(EnergyOffer(t_s, self.name, msg.call.call_id, e_kwh if accepted else 0.0,
+                                              accepted))
 
     def available_kwh(self, call: DRCall, share: float = 1.0) -> float:
         """Energy of ``share`` of ``call`` this operator's targeted devices can deliver over its window [kWh].
@@ -527,7 +570,7 @@ class OperatorAgent:
     def requests(self, t_s: float, dt_s: float) -> list[tuple[DRCall, float]]:
         """Each call's time-averaged requested change over ``[t_s, t_s + dt_s)`` [kW, signed], in call order."""
         for t_arr, msg in self.inbox.drain_timed():
-            if isinstance(msg, Instruction):  # energy queries were answered on arrival
+            if isinstance(msg, Instruction) and msg.call.call_id not in self.declined:  # queries: answered on arrival
                 self.history.setdefault(msg.call.call_id, []).append((t_arr, msg))
         t_end = t_s + dt_s
         out = []

@@ -138,6 +138,7 @@ class Engine:
         self.grid_operator = GridOperatorAgent(env, self.calls, grid_watch, congestion_policy)
         self.grid_step = grid_step
         self.platform = PlatformAgent(env, list(self.portfolios), n_bus, policy=platform_policy, dt_s=self.dt_s)
+        self.platform.fleets_of = {name: {f.name for f in pf.fleets} for name, pf in self.portfolios.items()}
         track = self.platform.policy.tracking
         ignore = ignore or {}
         self.operators = [OperatorAgent(env, name, pf, ignore=ignore.get(name), bus_telemetry=track)

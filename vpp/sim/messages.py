@@ -44,16 +44,21 @@ class EnergyQuery:
     t_s: float
     call: DRCall
     share: float = 1.0
+    min_share: float = 0.0  # the operator declines when it can deliver less than this share of what it is asked
 
 
 @dataclass(frozen=True)
 class EnergyOffer:
-    """Operator -> platform: energy its targeted devices can deliver over the call's window [kWh] (>= 0)."""
+    """Operator -> platform: energy its targeted devices can deliver over the call's window [kWh] (>= 0).
+
+    ``accepted`` False: the operator declines its share (and will ignore instructions for the call).
+    """
 
     t_s: float
     operator: str
     call_id: str
     e_kwh: float
+    accepted: bool = True
 
 
 @dataclass(frozen=True)
