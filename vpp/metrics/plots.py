@@ -17,7 +17,8 @@ import numpy as np
 from vpp.metrics.results import Results
 from vpp.units import S_PER_H
 
-__all__ = ["plot_dispatch", "plot_network"]
+__all__ = ["plot_dispatch", "plot_network", "figure_calls", "figure_kinds", "figure_storage", "figure_grid",
+           "figure_baselines"]
 
 _REDUCE, _INCREASE = "tab:red", "tab:blue"  # shading of a call's span, by direction
 _LIMIT = dict(color="crimson", ls=(0, (4, 2)), lw=1.0)  # every limit line
@@ -338,3 +339,257 @@ def plot_network(results: Results, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# --- figures of the HTML report (vpp report; vpp.metrics.html) -----------------------------------------
+# Each returns a matplotlib Figure (or None when the run has nothing to draw); the caller saves and closes it.
+
+_MAX_CALL_PANELS = 24  # more calls (a congestion run raises many): the first ones, the rest in the table
+
+
+def _t_h(ts) -> np.ndarray:
+    return ts["t_s"].to_numpy() / S_PER_H
+
+
+def _call_kw(ts, cid: str, quantity: str) -> np.ndarray | None:
+    from vpp.metrics.columns import call_col
+
+    col = call_col(cid, quantity)
+    return ts[col].to_numpy(dtype=float) if col in ts else None
+
+
+def figure_calls(results: Results):
+    """One panel per DR call, over its notice, active period and recovery window [kW].
+
+    Requested change (the target) against the change delivered by the call's
+    targets measured against the no-call twin, in the call's direction, so a
+    rebound after the end shows below zero (shaded). Panel titles carry the
+    summary's KPIs (delivered/requested energy, rebound energy and peak).
+    """
+    calls = (results.summary or {}).get("calls") or []
+    ts = results.timeseries
+    if not calls or not len(ts):
+        return None
+    plt = _pyplot()
+    shown = calls[:_MAX_CALL_PANELS]
+    ncols = 1 if len(shown) == 1 else 2
+    nrows = -(-len(shown) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(11 if ncols == 2 else 10, 3.1 * nrows + 0.6), squeeze=False,
+                             constrained_layout=True)
+    t_s = ts["t_s"].to_numpy()
+    dt_s = float((results.summary or {}).get("dt_s") or (t_s[1] - t_s[0] if len(t_s) > 1 else 1.0))
+    t_end = t_s[-1] + dt_s
+    for ax, c in zip(axes.flat, shown):
+        cid = c["id"]
+        start, end = float(c["start_s"]), float(c["end_s"])
+        rec = c.get("recovery_window_s") or [end, min(t_end, end + (end - start))]
+        before = max(start - float(c.get("notification_s") or start), 0.5 * (end - start), 2 * dt_s)
+        a, b = max(0.0, start - min(before, 0.5 * (end - start) + 2 * dt_s)), min(t_end, max(rec[1], end + 2 * dt_s))
+        sel = (t_s >= a) & (t_s <= b)
+        th = t_s[sel] / S_PER_H
+        req = _call_kw(ts, cid, "requested_kw")
+        got = _call_kw(ts, cid, "target_change_kw")
+        if got is None:
+            got = _call_kw(ts, cid, "delivered_kw")
+        if req is not None:
+            ax.step(th, req[sel], where="post", color="tab:red", lw=4, alpha=0.35, label="requested (target)")
+        if got is not None:
+            g = got[sel]
+            ax.step(th, g, where="post", color="tab:green", lw=1.4, label="delivered vs twin (its targets)")
+            after = t_s[sel] >= end
+            ax.fill_between(th, g, 0.0, where=after & (g < 0), step="post", color="tab:orange", alpha=0.5,
+                            label="rebound")
+        ax.axvspan(start / S_PER_H, min(end, t_end) / S_PER_H, color=_REDUCE if c["direction"] == "reduce"
+                   else _INCREASE, alpha=0.08, lw=0)
+        if rec[1] > rec[0]:
+            ax.axvline(min(rec[1], t_end) / S_PER_H, color="0.4", lw=0.8, ls=":")
+        ax.axhline(0.0, color="0.3", lw=0.6)
+        ratio = c.get("delivered_ratio")
+        kpis = [f"{c['direction']} {c.get('requested_kw_max') or 0:,.0f} kW"]
+        if ratio is not None:
+            kpis.append(f"delivered {ratio:.0%} of the energy")
+        if c.get("rebound_kwh") is not None:
+            kpis.append(f"rebound {c['rebound_kwh']:,.0f} kWh, peak {c.get('rebound_peak_kw') or 0:,.0f} kW")
+        if c.get("cancelled"):
+            kpis.append("cancelled")
+        elif c.get("accepted") is False:
+            kpis.append("declined")
+        ax.set_title(f"call {cid}: " + "; ".join(kpis), fontsize=8.5)
+        ax.set_ylabel("change [kW]")
+        ax.set_xlabel("time since scenario start [h]", fontsize=8)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+        else:  # the time series has no column of this call
+            ax.text(0.5, 0.5, "no time series of this call", transform=ax.transAxes, ha="center", color="0.4")
+    for ax in list(axes.flat)[len(shown):]:
+        ax.set_visible(False)
+    if len(calls) > len(shown):
+        fig.suptitle(f"the first {len(shown)} of {len(calls)} DR calls (all are in the table)", fontsize=9)
+    return fig
+
+
+def figure_kinds(results: Results):
+    """Plant power by fleet kind [MW], with the calls (solid) and the no-call twin (dashed); calls shaded."""
+    ts = results.timeseries
+    kinds = [c.split(".")[1] for c in ts.columns if c.startswith("kind.") and c.endswith(".p_kw")]
+    if not kinds:
+        return None
+    plt = _pyplot()
+    t_h = _t_h(ts)
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6.2), sharex=True, constrained_layout=True,
+                             gridspec_kw={"height_ratios": [2, 1.2]})
+    ax = axes[0]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, color in zip(kinds, colors * 4):
+        ax.plot(t_h, ts[f"kind.{k}.p_kw"] / 1e3, color=color, lw=1.4, label=k)
+        if f"kind.{k}.p_twin_kw" in ts and ts[f"kind.{k}.p_twin_kw"].notna().any():
+            ax.plot(t_h, ts[f"kind.{k}.p_twin_kw"] / 1e3, "--", color=color, lw=0.9, label=f"{k}, no-call twin")
+    ax.set_ylabel("power by kind [MW]")
+    ax.set_title(f"{results.scenario_name}: power by fleet kind (load positive)", pad=14)
+    ax = axes[1]
+    ax.plot(t_h, ts["p_vpp_kw"] / 1e3, "k-", lw=1.3, label="VPP")
+    if "p_twin_kw" in ts and ts["p_twin_kw"].notna().any():
+        ax.plot(t_h, ts["p_twin_kw"] / 1e3, "k--", lw=1.0, label="no-call twin")
+    ax.set_ylabel("plant power [MW]")
+    dt_s = float((results.summary or {}).get("dt_s") or 0.0)
+    _shade_calls(axes, (results.summary or {}).get("calls") or [], axes[0], float(ts["t_s"].iloc[-1]) + dt_s)
+    for a in axes:
+        a.grid(alpha=0.3)
+        a.legend(loc="upper left", fontsize=7, ncol=4, framealpha=0.8)
+    axes[-1].set_xlabel("time since scenario start [h]")
+    return fig
+
+
+_STATE_PANELS = (  # (column-name start, y label) of the fleet state columns the time series may hold
+    ("soc", "state of charge [-]"),
+    ("reserve_margin_min_kwh", "reserve margin [kWh]\n(lowest site)"),
+    ("t_in", "indoor temperature [degC]"),
+)
+
+
+def figure_storage(results: Results):
+    """State of charge, backup-reserve margin and indoor temperature of the fleets that record them.
+
+    Draws whichever of ``fleet.<name>.soc*``, ``fleet.<name>.reserve_margin_min_kwh``
+    (energy above each site's backup reserve [kWh]: below 0 the reserve is
+    breached, the band drawn in red) and ``fleet.<name>.t_in*_c`` the time
+    series has; None when it has none.
+    """
+    ts = results.timeseries
+    groups = []
+    for key, label in _STATE_PANELS:
+        cols = [c for c in ts.columns if c.startswith("fleet.") and c.split(".")[-1].startswith(key)]
+        if cols:
+            groups.append((key, label, cols))
+    if not groups:
+        return None
+    plt = _pyplot()
+    t_h = _t_h(ts)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 2.7 * len(groups) + 0.8), sharex=True, squeeze=False,
+                             constrained_layout=True)
+    axes = axes[:, 0]
+    for ax, (key, label, cols) in zip(axes, groups):
+        for col in cols:
+            _, fleet, q = col.split(".", 2)
+            ax.plot(t_h, ts[col], lw=1.3, label=f"{fleet}: {q}")
+        if key == "soc":
+            ax.set_ylim(-0.02, 1.02)
+        if key == "reserve_margin_min_kwh":
+            ax.axhline(0.0, **_LIMIT)
+            _include(ax, 0.0)
+            lo, hi = ax.get_ylim()
+            ax.axhspan(lo, 0.0, color="crimson", alpha=0.12, lw=0, label="reserve breached (< 0)")
+            ax.set_ylim(lo, hi)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=7, ncol=3, framealpha=0.8)
+    dt_s = float((results.summary or {}).get("dt_s") or 0.0)
+    _shade_calls(axes, (results.summary or {}).get("calls") or [], axes[0], float(ts["t_s"].iloc[-1]) + dt_s)
+    axes[0].set_title(f"{results.scenario_name}: fleet state", pad=14)
+    axes[-1].set_xlabel("time since scenario start [h]")
+    return fig
+
+
+def figure_grid(results: Results):
+    """Lowest and highest bus voltage [pu] and the most loaded line and transformer [%] over time, with the
+    calls (solid) and without them (the twin, dashed), against the voltage band and the loading limit."""
+    ts = results.timeseries
+    if "vm_min_pu" not in ts or not ts["vm_min_pu"].notna().any():
+        return None
+    plt = _pyplot()
+    t_h = _t_h(ts)
+    (vlo, vhi), limit = _limits(results)
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6.2), sharex=True, constrained_layout=True)
+    ax = axes[0]
+    for q, color, name in (("vm_min", "tab:purple", "lowest"), ("vm_max", "tab:orange", "highest")):
+        ax.plot(t_h, ts[f"{q}_pu"], color=color, lw=1.3, label=f"{name} bus voltage")
+        if f"{q}_twin_pu" in ts:
+            ax.plot(t_h, ts[f"{q}_twin_pu"], "--", color=color, lw=1.0, label=f"{name}, without calls")
+    for v in (vlo, vhi):
+        ax.axhline(v, **_LIMIT, label=f"voltage band {vlo:g}-{vhi:g} pu" if v == vlo else None)
+    _include(ax, vlo, vhi)
+    ax.set_ylabel("voltage [pu]")
+    ax.set_title(f"{results.scenario_name}: voltage and loading against their limits", pad=14)
+    ax = axes[1]
+    for q, color, name in (("trafo", "tab:brown", "transformer"), ("line", "tab:cyan", "line")):
+        if f"{q}_loading_max_percent" in ts:
+            ax.plot(t_h, ts[f"{q}_loading_max_percent"], color=color, lw=1.3, label=f"most loaded {name}")
+        if f"{q}_loading_max_twin_percent" in ts:
+            ax.plot(t_h, ts[f"{q}_loading_max_twin_percent"], "--", color=color, lw=1.0,
+                    label=f"most loaded {name}, without calls")
+    ax.axhline(limit, **_LIMIT, label=f"loading limit {limit:g} %")
+    _include(ax, 0.0, limit)
+    ax.set_ylabel("loading [%]")
+    dt_s = float((results.summary or {}).get("dt_s") or 0.0)
+    _shade_calls(axes, (results.summary or {}).get("calls") or [], axes[0], float(ts["t_s"].iloc[-1]) + dt_s)
+    for a in axes:
+        a.grid(alpha=0.3)
+        a.legend(loc="upper left", fontsize=7, ncol=3, framealpha=0.8)
+    axes[-1].set_xlabel("time since scenario start [h]")
+    return fig
+
+
+def figure_baselines(results: Results):
+    """Per settled DR event: metered plant power against each settlement baseline and the twin [kW], per
+    settlement interval, with each reference's performance ratio in the legend; None without settlement."""
+    st = results.settlement
+    if st is None or not len(st) or "reference_kw" not in st:
+        return None
+    events = list(dict.fromkeys(st["event_id"]))[:_MAX_CALL_PANELS]
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(events), 1, figsize=(10, 3.2 * len(events) + 0.6), squeeze=False,
+                             constrained_layout=True)
+    for ax, eid in zip(axes[:, 0], events):
+        ev = st[st["event_id"] == eid]
+        first = ev[ev["reference"] == ev["reference"].iloc[0]].sort_values("t_s")
+        t0 = first["t_s"].to_numpy()
+        width = float(np.min(np.diff(t0))) if len(t0) > 1 else 900.0  # the settlement interval [s]
+
+        def steps(t_s, values):
+            # Each value holds for its whole interval: the last one too.
+            return np.append(t_s, t_s[-1] + width) / S_PER_H, np.append(values, values[-1])
+
+        ax.step(*steps(t0, first["metered_kw"].to_numpy()), where="post", color="k", lw=1.6, label="metered (plant)")
+        for ref, rows in ev.groupby("reference", sort=False):
+            rows = rows.sort_values("t_s")
+            if not rows["reference_kw"].notna().any():
+                continue
+            req = rows["requested_kwh"].sum()
+            got = rows["delivered_kwh"].sum()
+            ratio = f", {got / req:.0%} delivered" if req else ""
+            twin = ref == "twin"
+            ax.step(*steps(rows["t_s"].to_numpy(), rows["reference_kw"].to_numpy()), where="post",
+                    lw=2.2 if twin else 1.1,
+                    ls="-" if twin else "--", color="tab:green" if twin else None,
+                    label=f"{'no-call twin' if twin else ref}{ratio}")
+        missing = [r for r, rows in ev.groupby("reference", sort=False) if not rows["reference_kw"].notna().any()]
+        title = f"event {eid}: metered power against its baselines per settlement interval"
+        if missing:
+            title += f"\n(no value: {', '.join(missing)})"
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("power [kW]")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, framealpha=0.8)
+    axes[-1, 0].set_xlabel("time since scenario start [h]")
+    return fig
