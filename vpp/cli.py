@@ -262,13 +262,14 @@ def validate(
 
 @app.command("list")
 def list_names(
-    what: Annotated[str, typer.Argument(help="networks | kinds | parameters | profiles | strategies")],
+    what: Annotated[str, typer.Argument(help="networks | kinds | parameters | profiles | strategies | tiers")],
 ) -> None:
     """List the names a scenario may use."""
     from vpp.dispatch.allocation import ALLOCATORS
     from vpp.fleets.registry import KINDS
     from vpp.grid.networks import network_listing
     from vpp.profiles import PROFILES
+    from vpp.programme.tiers import TIERS
 
     registries = {
         "networks": network_listing(),
@@ -279,6 +280,8 @@ def list_names(
         },
         "profiles": {k: f"{v.unit}; {v.source}" for k, v in PROFILES.items()},
         "strategies": {k: (v.__doc__ or "").strip().splitlines()[0] for k, v in ALLOCATORS.items()},
+        "tiers": {k: f"notice >= {t.min_notice_s / 3600:g} h, response <= {t.max_response_s / 60:g} min, "
+                     f"{t.energy_price_cny_per_kwh:g} CNY/kWh" for k, t in TIERS.items()},
     }
     if what not in registries:
         _fail(f"unknown list {what!r}; allowed: {', '.join(registries)}", EXIT_BAD_INPUT)
