@@ -79,7 +79,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -446,7 +446,7 @@ class OptimalPlanner:
         p_base = g.p_base_kw.copy()
         p_base[:, 0] += np.bincount(group, weights=np.where(moved < 0.0, g.share_down, g.share_up) * moved,
                                     minlength=n_g)
-        g = FlexGroups(**{**{name: getattr(g, name) for name in g.__dataclass_fields__}, "p_base_kw": p_base})
+        g = replace(g, p_base_kw=p_base)
         # Each group's cost: its devices' cost weighted by their room in the request's direction.
         w = w_dn if delta_kw < 0.0 else w_up
         cost_m = portfolio.cost_cny_per_kwh[member]
