@@ -496,7 +496,7 @@ def sweep(base_scenario, grid: Mapping[str, Sequence], seeds: int = 1, *,
           overrides: Mapping[str, Any] | None = None, out: str | Path | None = None, resume: bool = False,
           backend: str = "dask", scheduler: str | None = None, n_workers: int | None = None,
           progress: Callable[[int, int, dict], None] | None = None, cases: list[Case] | None = None,
-          connect_timeout_s: float = CONNECT_TIMEOUT_S):
+          connect_timeout_s: float = CONNECT_TIMEOUT_S, client=None):
     """Run a parameter sweep and return its tidy :class:`pandas.DataFrame` (see the module docstring).
 
     ``base_scenario``: a scenario file path, a mapping or a validated
@@ -505,7 +505,8 @@ def sweep(base_scenario, grid: Mapping[str, Sequence], seeds: int = 1, *,
     value}`` set in every case. ``out``: the store directory (nothing is
     written without it); ``resume`` reuses its finished cases. ``backend``:
     ``"dask"`` (``scheduler`` or ``$VPP_DASK_SCHEDULER``, else a local
-    cluster of ``n_workers``, default one per core) or ``"serial"``.
+    cluster of ``n_workers``, default one per core; or ``client``, a
+    ``distributed.Client`` of the caller's, left open) or ``"serial"``.
     ``progress(n_done, n_total, record)`` after each case. ``cases``: a
     :func:`plan` made beforehand (``base_scenario``, ``grid``, ``seeds`` and
     ``overrides`` must be the ones it was made from).
@@ -554,10 +555,11 @@ def sweep(base_scenario, grid: Mapping[str, Sequence], seeds: int = 1, *,
             store.create()
         _run_serial(todo, version, done)
     else:
-        with dask_client(scheduler, n_workers, connect_timeout_s) as client:  # reached before anything is written
+        own = dask_client(scheduler, n_workers, connect_timeout_s) if client is None else contextlib.nullcontext(client)
+        with own as dask:  # reached before anything is written
             if store is not None:
                 store.create()
-            _run_dask(client, todo, version, done)
+            _run_dask(dask, todo, version, done)
     wall_s = time.perf_counter() - t0
     df = _table(cases, records, list(cases[0].params) if cases else list(grid))
     if store is not None:
