@@ -408,6 +408,7 @@ def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s:
         "scenario": scenario.name,
         "seed": scenario.seed,
         "scenario_sha256": scenario_hash(scenario),
+        "grid": {"network": scenario.grid.network, "source": scenario.grid.source},  # for `vpp report`'s map
         "versions": _versions(),
         "complete": error is None,
         "stopped_by": stopped_by,
