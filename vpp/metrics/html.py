@@ -73,10 +73,14 @@ def read_run(run_dir: str | Path) -> Results:
 
 
 def _grid_name(results: Results, scenario: str | Path | None) -> tuple[str, str, str | None] | None:
-    """``(network, source, base_dir)`` of the run's grid, or None when nothing names it."""
-    for holder in (results.meta.get("grid"), (results.summary.get("grid") or {})):
-        if isinstance(holder, dict) and holder.get("network"):
-            return str(holder["network"]), str(holder.get("source") or "pandapower"), None
+    """``(network, source, base_dir)`` of the run's grid, or None when nothing names it.
+
+    A given ``scenario`` must be the run's own (checked by name) and wins; else the run's meta names it.
+    """
+    if scenario is None:
+        for holder in (results.meta.get("grid"), (results.summary.get("grid") or {})):
+            if isinstance(holder, dict) and holder.get("network"):
+                return str(holder["network"]), str(holder.get("source") or "pandapower"), None
     if scenario is not None:
         from vpp.scenario import ScenarioError, load_scenario
 
