@@ -28,7 +28,6 @@ import numpy as np
 import simpy
 
 from vpp.dispatch.aggregate import BusFlexibility, sum_by_bus
-from vpp.dispatch.allocation import get_platform_allocator
 from vpp.dispatch.allocation import get_platform_allocator, pro_rata
 from vpp.dispatch.portfolio import Portfolio
 from vpp.dr import Direction, DRCall
