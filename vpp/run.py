@@ -137,6 +137,7 @@ def run_scenario(
     stop: Callable[[], str | None] | None = None,
     strict: bool = False,
     warn: Callable[[str], None] | None = None,
+    grid=None,
 ) -> Results:
     """Simulate ``scenario`` and return its :class:`~vpp.metrics.results.Results`.
 
@@ -150,14 +151,17 @@ def run_scenario(
     call larger than the room at its start is found by the no-call twin when
     the run reaches it (the same path :func:`vpp.build.estimate_call_room`
     would simulate beforehand) and reported after the run; all are also in
-    ``summary["warnings"]``.
+    ``summary["warnings"]``. ``grid``: a prebuilt :class:`~vpp.grid.model.GridModel` for this scenario
+    (:func:`vpp.build.build_grid`), its VPP loads not yet attached; the run
+    attaches them, so give each run its own copy (``GridModel.clone()``). A
+    sweep uses it to load a network once per worker.
 
     Raises :class:`ScenarioError` before any work when the scenario cannot run
     on its grid, and :class:`RunError` (with partial results) when a run
     stops early.
     """
     wall_start = time.perf_counter()
-    plant = build_plant(scenario)
+    plant = build_plant(scenario, grid=grid)
     # With a twin, the run itself measures each call's room at its start: no pre-run simulation.
     warnings = plant_warnings(plant, None if scenario.measurement.twin else scenario.time)
     if warn is not None:

@@ -22,7 +22,7 @@ one single-threaded worker process per core and BLAS limited to one thread;
 ``scheduler=`` (or the environment variable ``VPP_DASK_SCHEDULER``) uses an
 existing Dask cluster instead, whose workers must have ``vpp`` installed.
 Each worker process builds a network once and hands every case a copy
-(:func:`_cached_grids`). Both backends give identical results.
+(:func:`_cached_grid`, given to ``run_scenario(grid=...)``). Both backends give identical results.
 
 Store (``out=DIR``): ``DIR/cases/<key>.json`` per finished case, ``key`` a
 hash of the validated case scenario and the code version
@@ -35,7 +35,8 @@ The table: one row per case; columns ``case``, one per swept path (named by
 the path), ``seed_index``, ``scenario_seed``, ``status`` (``ok`` or
 ``error``), ``error``, ``key``, then every scalar number of the run's
 summary flattened under ``kpi.`` (calls and settlements by call id, e.g.
-``kpi.calls.evening_peak.delivered_ratio``). Wall times are in the case
+``kpi.calls.evening_peak.delivered_ratio``), and with ``measure=`` the
+numbers it reads from each run under ``kpi.measure.``. Wall times are in the case
 files only, so a table is the same however it was computed.
 """
 
@@ -70,6 +71,7 @@ BLAS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREAD
 CONNECT_TIMEOUT_S = 10.0  # to reach an existing scheduler [s]
 MAX_CASES = 100_000
 _KPI = "kpi."
+_MEASURE = "kpi.measure."
 _META_COLUMNS = ("case", "seed_index", "scenario_seed", "status", "error", "key")
 _SKIP_SUMMARY = {"calendar", "last_tick", "warnings", "tracking_log", "recovery_window_s"}
 
@@ -238,45 +240,27 @@ def load_spec(path: str | Path) -> SweepSpec:
 # --- running one case (in a worker) -------------------------------------------------------------------
 
 _GRIDS: dict[tuple, Any] = {}
-_PATCH_LOCK = threading.Lock()
-_PATCH_DEPTH = 0
-_ORIGINAL_BUILD_GRID = None
+_GRIDS_LOCK = threading.Lock()
 
 
-@contextlib.contextmanager
-def _cached_grids():
-    """``vpp.build.build_grid`` served from a per-process cache while a case runs (a clone per case).
+def _cached_grid(scenario):
+    """A private copy of the scenario's network, loaded once per process (one per worker).
 
     Loading a network (pandapower builders, file converters, checks) takes
     longer than a small run; the cache keeps one unattached
     :class:`~vpp.grid.model.GridModel` per (network, source, solver) and gives
-    each run its own deep copy, so runs never share mutable state.
+    each run its own deep copy (``run_scenario(grid=...)`` attaches the VPP
+    loads to it), so runs never share mutable state.
     """
-    global _PATCH_DEPTH, _ORIGINAL_BUILD_GRID
-    import vpp.build as build
+    from vpp.build import build_grid
 
-    with _PATCH_LOCK:
-        if _PATCH_DEPTH == 0:
-            _ORIGINAL_BUILD_GRID = build.build_grid
-            original = _ORIGINAL_BUILD_GRID
-
-            def cached(scenario):
-                g = scenario.grid
-                key = (g.network, g.source, g.solver)
-                model = _GRIDS.get(key)
-                if model is None:
-                    model = _GRIDS[key] = original(scenario)
-                return model.clone()
-
-            build.build_grid = cached
-        _PATCH_DEPTH += 1
-    try:
-        yield
-    finally:
-        with _PATCH_LOCK:
-            _PATCH_DEPTH -= 1
-            if _PATCH_DEPTH == 0:
-                build.build_grid = _ORIGINAL_BUILD_GRID
+    g = scenario.grid
+    key = (g.network, g.source, g.solver)
+    with _GRIDS_LOCK:
+        model = _GRIDS.get(key)
+        if model is None:
+            model = _GRIDS[key] = build_grid(scenario)
+        return model.clone()
 
 
 def _scalar(value: Any):
@@ -319,24 +303,30 @@ def flatten_summary(summary: Mapping[str, Any], prefix: str = _KPI) -> dict[str,
     return out
 
 
-def _run_case(case: Case, version: str) -> dict[str, Any]:
+def _run_case(case: Case, version: str, measure: Callable | None = None) -> dict[str, Any]:
     """Run one case; the record stored in ``cases/<key>.json`` (never raises for a failed run)."""
     from vpp.run import RunError, run_scenario
 
     t0 = time.perf_counter()
     record = {"key": case.key, "code_version": version, "case": case.index, "params": case.params,
               "seed_index": case.seed_index, "scenario_seed": case.scenario.seed, "status": "ok", "error": None}
-    with _cached_grids():
-        try:
-            results = run_scenario(case.scenario)
-        except RunError as exc:
-            results = exc.results
-            record.update(status="error", error=str(exc))
-        except Exception as exc:  # a case that cannot run at all: recorded, the sweep goes on
-            results = None
-            record.update(status="error", error=f"{type(exc).__name__}: {exc}")
+    try:
+        results = run_scenario(case.scenario, grid=_cached_grid(case.scenario))
+    except RunError as exc:
+        results = exc.results
+        record.update(status="error", error=str(exc))
+    except Exception as exc:  # a case that cannot run at all: recorded, the sweep goes on
+        results = None
+        record.update(status="error", error=f"{type(exc).__name__}: {exc}")
     summary = json.loads(json.dumps(results.summary, default=_json_default)) if results is not None else {}
     record["kpis"] = flatten_summary(summary)
+    if measure is not None and results is not None and record["status"] == "ok":
+        try:
+            measured = json.loads(json.dumps(dict(measure(results)), default=_json_default))
+        except Exception as exc:  # recorded like a run that failed: the sweep goes on
+            record.update(status="error", error=f"measure: {type(exc).__name__}: {exc}")
+        else:
+            record["kpis"].update(flatten_summary(measured, prefix=_MEASURE))
     record["summary"] = summary
     record["wall_time_s"] = time.perf_counter() - t0
     record["worker_pid"] = os.getpid()
@@ -412,9 +402,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
 # --- backends -----------------------------------------------------------------------------------------
 
 
-def _run_serial(cases: list[Case], version: str, done: Callable[[dict], None]) -> None:
+def _run_serial(cases: list[Case], version: str, done: Callable[[dict], None], measure=None) -> None:
     for case in cases:
-        done(_run_case(case, version))
+        done(_run_case(case, version, measure))
 
 
 @contextlib.contextmanager
@@ -459,10 +449,10 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None,
         cluster.close()
 
 
-def _run_dask(client, cases: list[Case], version: str, done: Callable[[dict], None]) -> None:
+def _run_dask(client, cases: list[Case], version: str, done: Callable[[dict], None], measure=None) -> None:
     from distributed import as_completed
 
-    futures = [client.submit(_run_case, c, version, key=f"vpp-case-{c.key}", pure=False) for c in cases]
+    futures = [client.submit(_run_case, c, version, measure, key=f"vpp-case-{c.key}", pure=False) for c in cases]
     try:
         for fut in as_completed(futures):
             done(fut.result())
@@ -496,7 +486,8 @@ def sweep(base_scenario, grid: Mapping[str, Sequence], seeds: int = 1, *,
           overrides: Mapping[str, Any] | None = None, out: str | Path | None = None, resume: bool = False,
           backend: str = "dask", scheduler: str | None = None, n_workers: int | None = None,
           progress: Callable[[int, int, dict], None] | None = None, cases: list[Case] | None = None,
-          connect_timeout_s: float = CONNECT_TIMEOUT_S, client=None):
+          connect_timeout_s: float = CONNECT_TIMEOUT_S, client=None,
+          measure: Callable[[Any], Mapping[str, Any]] | None = None):
     """Run a parameter sweep and return its tidy :class:`pandas.DataFrame` (see the module docstring).
 
     ``base_scenario``: a scenario file path, a mapping or a validated
@@ -509,7 +500,11 @@ def sweep(base_scenario, grid: Mapping[str, Sequence], seeds: int = 1, *,
     ``distributed.Client`` of the caller's, left open) or ``"serial"``.
     ``progress(n_done, n_total, record)`` after each case. ``cases``: a
     :func:`plan` made beforehand (``base_scenario``, ``grid``, ``seeds`` and
-    ``overrides`` must be the ones it was made from).
+    ``overrides`` must be the ones it was made from, and ``measure`` too).
+    ``measure(results) -> {name: number}``: extra numbers read from each
+    case's :class:`~vpp.run.Results` (its time series, say) in the worker,
+    as columns ``kpi.measure.<name>``; a module-level function (Dask pickles
+    it by name), which is part of every case's key.
 
     Raises :class:`SweepError` (a :class:`ScenarioError`) before any case
     runs for a path not in the scenario, an empty value list, a case that
@@ -521,6 +516,8 @@ def sweep(base_scenario, grid: Mapping[str, Sequence], seeds: int = 1, *,
     if scheduler and backend != "dask":
         raise SweepError("--scheduler: only with the dask backend")
     version = code_version()
+    if measure is not None:  # a store holding cases measured otherwise (or not at all) is not reused
+        version = f"{version}|measure={measure.__module__}.{measure.__qualname__}"
     if cases is None:
         cases = plan(base_scenario, grid, seeds, overrides, version)
     store = Store(out) if out is not None else None
@@ -553,13 +550,13 @@ def sweep(base_scenario, grid: Mapping[str, Sequence], seeds: int = 1, *,
     if backend == "serial" or not todo:
         if store is not None:
             store.create()
-        _run_serial(todo, version, done)
+        _run_serial(todo, version, done, measure)
     else:
         own = dask_client(scheduler, n_workers, connect_timeout_s) if client is None else contextlib.nullcontext(client)
         with own as dask:  # reached before anything is written
             if store is not None:
                 store.create()
-            _run_dask(dask, todo, version, done)
+            _run_dask(dask, todo, version, done, measure)
     wall_s = time.perf_counter() - t0
     df = _table(cases, records, list(cases[0].params) if cases else list(grid))
     if store is not None:
