@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_scenario", "run_scenario", "Results", "Scenario", "sweep"]
+__all__ = ["__version__", "load_scenario", "run_scenario", "Results", "Scenario", "sweep", "firm_capacity"]
 
 _LAZY = {
     "load_scenario": ("vpp.scenario", "load_scenario"),
@@ -22,6 +22,7 @@ _LAZY = {
     "run_scenario": ("vpp.run", "run_scenario"),
     "Results": ("vpp.run", "Results"),
     "sweep": ("vpp.sweep", "sweep"),  # the module vpp.sweep is callable too: see _CallableModule there
+    "firm_capacity": ("vpp.firm", "firm_capacity"),
 }
 
 
