@@ -330,7 +330,8 @@ def schema(
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="a directory written by vpp run")],
+    run_dir: Annotated[Path, typer.Argument(help="a directory written by vpp run, or by vpp sweep (it holds "
+                                                 "sweep.parquet)")],
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="directory for report.html, report.md and the figures (default: RUN_DIR/report)")] = None,
     scenario: Annotated[Optional[Path], typer.Option(
@@ -342,7 +343,10 @@ def report(
 
     Figures: each DR call on its own panel, power by fleet kind, state of
     charge and backup reserve, voltage and loading against their limits, the
-    network map, and settlement baselines against the twin.
+    network map, and settlement baselines against the twin. For a sweep
+    directory: trade-off plots of the main KPIs against the swept parameters
+    (one line per value of a categorical parameter, seed spread as error bars)
+    and a table of parameters against KPIs.
     """
     from vpp.metrics.html import ReportError, write_report
 
@@ -352,7 +356,12 @@ def report(
 
         bar = tqdm(unit="figure", desc="report", leave=False)
     try:
-        paths = write_report(run_dir, out, scenario=scenario, progress=None if bar is None else bar.update)
+        if (run_dir / "sweep.parquet").is_file():  # a sweep directory (vpp sweep --out): trade-off plots
+            from vpp.metrics.html import write_sweep_report
+
+            paths = write_sweep_report(run_dir, out, progress=None if bar is None else bar.update)
+        else:
+            paths = write_report(run_dir, out, scenario=scenario, progress=None if bar is None else bar.update)
     except ReportError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     finally:
@@ -431,6 +440,80 @@ def sweep_cmd(
                    f"written to {out}/sweep.parquet")
     if n_failed:
         _fail(f"{n_failed} of {n} cases failed; see the error column of {out}/sweep.parquet", EXIT_RUN_FAILED)
+
+
+@app.command("firm")
+def firm_cmd(
+    scenario: Annotated[Path, typer.Argument(help="scenario file (.yaml, .toml or .json)")],
+    hour: Annotated[str, typer.Option("--hour", help="clock time the delivery starts, HH:MM (the first at or "
+                                                     "after the scenario start)")] = "19:00",
+    duration: Annotated[str, typer.Option("--duration", help="how long it is sustained: ISO 8601 (PT1H, PT30M) or "
+                                                             "seconds")] = "PT1H",
+    seeds: Annotated[int, typer.Option("--seeds", help="Monte Carlo replicates (>= 2)")] = 20,
+    confidence: Annotated[float, typer.Option("--confidence", help="share of seeds that reach the firm level, "
+                                                                   "in (0, 1)")] = 0.95,
+    direction: Annotated[str, typer.Option("--direction", help="reduce (load down) or increase")] = "reduce",
+    ci_level: Annotated[float, typer.Option("--ci-level", help="level of the quantile's confidence interval")] = 0.95,
+    probe_mw: Annotated[float, typer.Option("--probe-mw", help="size of the probe call, above the plant's room "
+                                                               "[MW]")] = 1000.0,
+    tracking: Annotated[Optional[bool], typer.Option(
+        "--tracking/--no-tracking", help="closed-loop tracking on the pre-event load, or off; default: the "
+                                         "scenario's own setting")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="directory for firm.json, firm.md, firm_per_seed.csv and the seeds' runs (runs/, a "
+                            "sweep store); default: print only")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="keep the finished seeds in --out/runs")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="serial (default) or dask (a local cluster, one "
+                                                           "worker per core)")] = "serial",
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="local cluster size (default: cores)")]
+    = None,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", metavar="PATH=VALUE", help=_SET_HELP)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress lines")] = False,
+) -> None:
+    """Firm capacity: the MW the plant delivers for --duration from --hour in --confidence of the seeds.
+
+    Each seed runs the scenario with one probe call above the plant's room in
+    the window and measures the delivered power against the no-call twin; its
+    minimum over the window's ticks is that seed's sustained power. The firm
+    capacity is the (1 - confidence) quantile over seeds, with a
+    distribution-free order-statistic confidence interval (see vpp.firm).
+    Exit 2 for bad input (before any run), 1 when a seed failed or the probe
+    was not above the room.
+    """
+    from vpp.firm import ProbeSaturated, firm_capacity, write
+    from vpp.scenario import ScenarioError
+    from vpp.scenario.overrides import parse_assignment
+
+    fixed = {}
+    try:
+        for text in sets or ():
+            p, v = parse_assignment(text)
+            fixed[p] = v
+        if backend not in ("dask", "serial"):
+            raise ScenarioError(f"--backend: unknown {backend!r}; allowed: serial, dask")
+        if not scenario.is_file():
+            raise ScenarioError(f"{scenario}: no such scenario file")
+    except ScenarioError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+
+    def progress(done: int, total: int, record: dict) -> None:
+        if not quiet:
+            typer.echo(f"[{done}/{total}] seed index {record['seed_index']}: {record['status']} in "
+                       f"{record['wall_time_s']:.1f} s", err=True)
+
+    try:
+        result = firm_capacity(scenario, hour, duration, seeds, confidence, direction=direction,
+                               probe_mw=probe_mw, tracking=tracking, ci_level=ci_level, backend=backend,
+                               out=None if out is None else out / "runs", resume=resume, n_workers=workers,
+                               overrides=fixed or None, progress=progress)
+    except ScenarioError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    except (ProbeSaturated, RuntimeError) as exc:
+        _fail(str(exc), EXIT_RUN_FAILED)
+    typer.echo(result.markdown())
+    if out is not None:
+        paths = write(result, out)
+        typer.echo("written: " + ", ".join(str(p) for p in paths))
 
 
 def main() -> None:

@@ -20,6 +20,10 @@ re-loaded by name (:func:`vpp.grid.networks.load_network`): from the run's
 files when they name the grid (``meta["grid"]`` or ``summary["grid"]``
 ``network``/``source``), else from the scenario file given with
 ``--scenario``; with neither, the map is left out.
+
+A sweep directory (``vpp sweep --out``, it holds ``sweep.parquet``) gets its
+own report (:func:`write_sweep_report`): trade-off plots of each call's KPIs
+against the swept parameters, and a table of parameters against KPIs.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import pandas as pd
 from vpp.metrics.results import Results
 from vpp.units import S_PER_H
 
-__all__ = ["ReportError", "read_run", "write_report"]
+__all__ = ["ReportError", "read_run", "write_report", "read_sweep", "write_sweep_report"]
 
 
 class ReportError(ValueError):
@@ -286,3 +290,137 @@ def _markdown(results: Results, run_dir: Path, tables, figures) -> str:
         lines += [f"## {title}", ""]
         lines += [f"Not drawn: {why}.", ""] if png is None else [caption, "", f"![{title}]({png.name})", ""]
     return "\n".join(lines)
+
+
+# --- sweeps -------------------------------------------------------------------------------------------
+
+_SWEEP_KPIS = (  # (KPI under kpi.calls.<id>., axis label, scale, table header)
+    ("delivered_ratio", "delivered / requested [-]", 1.0, "delivered / requested"),
+    ("tick_ratio_min", "worst tick: delivered / requested [-]", 1.0, "worst tick ratio"),
+    ("rebound_kwh", "rebound [MWh]", 1e-3, "rebound [MWh]"),
+)
+
+
+def read_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, list[str], dict]:
+    """A sweep directory's table, its swept paths (in grid order) and ``sweep.json`` (may be empty)."""
+    sweep_dir = Path(sweep_dir)
+    path = sweep_dir / "sweep.parquet"
+    if not path.is_file():
+        raise ReportError(f"{sweep_dir}: not a sweep directory (no sweep.parquet)")
+    try:
+        df = pd.read_parquet(path)
+        meta = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8")) \
+            if (sweep_dir / "sweep.json").is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{sweep_dir}: cannot read the sweep: {exc}") from None
+    cols = list(df.columns)
+    if "case" not in cols or "seed_index" not in cols:
+        raise ReportError(f"{sweep_dir}: sweep.parquet has no case/seed_index columns: not written by vpp sweep")
+    params = list(meta.get("grid") or cols[cols.index("case") + 1:cols.index("seed_index")])
+    params = [p for p in params if p in df]
+    return df, params, meta
+
+
+def _sweep_calls(df: pd.DataFrame) -> list[str]:
+    ids = []
+    for c in df.columns:
+        if c.startswith("kpi.calls.") and c.endswith(".delivered_ratio"):
+            ids.append(c[len("kpi.calls."):-len(".delivered_ratio")])
+    return ids
+
+
+def _sweep_table(df: pd.DataFrame, params: list[str], call_id: str | None) -> tuple[list[str], list[list[str]]]:
+    """Per combination of the swept values: seeds, then mean ± std over seeds of the main KPIs."""
+    ok = df[df["status"] == "ok"]
+    kpis = [(f"kpi.calls.{call_id}.{k}", head, scale) for k, _, scale, head in _SWEEP_KPIS] if call_id else []
+    kpis += [("kpi.grid.vm_min_pu", "min voltage [pu]", 1.0)] if "kpi.grid.vm_min_pu" in df else []
+    kpis = [k for k in kpis if k[0] in ok]
+    header = list(params) + ["seeds ok"] + [h for _, h, _ in kpis]
+    rows = []
+    if not params:
+        return header, rows
+    for key, g in ok.groupby(params, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = [_num(v, "g") if isinstance(v, float) else str(v) for v in key] + [str(len(g))]
+        for col, _, scale in kpis:
+            v = g[col].dropna() * scale
+            spec = ".3f" if scale == 1.0 else ",.2f"
+            row.append("–" if not len(v) else format(v.mean(), spec) + (f" ± {v.std(ddof=1):{spec}}" if len(v) > 1
+                                                                       else ""))
+        rows.append(row)
+    return header, rows
+
+
+def write_sweep_report(sweep_dir: str | Path, out_dir: str | Path | None = None, x: str | None = None,
+                       hue: str | None = None, progress: Callable[[int], object] | None = None) -> list[Path]:
+    """Report of a sweep directory (``vpp sweep --out``): trade-off plots and a parameters-vs-KPIs table.
+
+    One figure per DR call found in the table (``kpi.calls.<id>.*``):
+    delivered/requested, the worst tick's ratio and the rebound against a
+    swept parameter, one line per value of another, panels for the rest
+    (roles chosen by :func:`vpp.metrics.plots.sweep_roles`, or ``x`` and
+    ``hue``), seed spread as error bars. The table gives, per combination,
+    the number of seeds that ran and the mean ± standard deviation over
+    seeds. Writes ``report.html`` (self-contained), ``report.md`` and the
+    PNGs into ``out_dir`` (default ``<sweep_dir>-report`` beside it).
+    """
+    from vpp.metrics import plots
+
+    sweep_dir = Path(sweep_dir)
+    df, params, meta = read_sweep(sweep_dir)
+    for name, p in (("--x", x), ("--hue", hue)):
+        if p is not None and p not in params:
+            raise ReportError(f"{name} {p}: not a swept path; swept: {', '.join(params)}")
+    out = Path(out_dir) if out_dir is not None else sweep_dir.with_name(sweep_dir.name + "-report")
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    calls = _sweep_calls(df)
+    figures: list[tuple[str, str, str, Path | None, str]] = []
+    roles = plots.sweep_roles(df[df["status"] == "ok"], params, x, hue)
+    for cid in calls:
+        kpis = [(f"kpi.calls.{cid}.{k}", label, scale) for k, label, scale, _ in _SWEEP_KPIS]
+        fig = plots.figure_sweep(df, params, kpis, x=x, hue=hue, title=f"call {cid}")
+        key = f"tradeoff-{cid}"
+        png, why = out / f"{key}.png", ""
+        if fig is None:
+            png, why = None, "no swept parameter varies, or no case ran"
+        else:
+            fig.savefig(png, dpi=100)
+            plots._pyplot().close(fig)
+        caption = (f"Call {cid}: KPIs against {roles['x']}" + (f", one line per {roles['hue']}" if roles["hue"] else "")
+                   + (f", one column per {', '.join(roles['panels'])}" if roles["panels"] else "")
+                   + ". Points: mean over seeds; error bars: the seeds' min to max.")
+        figures.append((key, f"Trade-offs: call {cid}", caption, png, why))
+        if progress is not None:
+            progress(1)
+    if not calls:
+        figures.append(("tradeoff", "Trade-offs", "", None, "the sweep's scenario has no DR call"))
+    n_fail = int((df["status"] != "ok").sum())
+    run = [["cases", str(len(df))], ["failed cases", str(n_fail)],
+           ["seeds per combination", str(meta.get("seeds", int(df.groupby(params).size().max()) if params else 1))],
+           ["swept", "; ".join(f"{p}: {', '.join(_label(v) for v in df[p].unique())}" for p in params)],
+           ["fixed (set)", "; ".join(f"{k} = {v}" for k, v in (meta.get("overrides") or {}).items()) or "–"],
+           ["backend", str(meta.get("backend", "–"))],
+           ["wall time [s]", _num(meta.get("wall_time_s"), ",.1f")],
+           ["code version", str(meta.get("code_version", "–"))]]
+    tables = [("Sweep", ["", ""], run)]
+    for cid in calls or [None]:
+        header, rows = _sweep_table(df, params, cid)
+        tables.append((f"Parameters and KPIs{f' (call {cid})' if cid else ''}: mean ± std over seeds", header, rows))
+    if n_fail:
+        failed = df[df["status"] != "ok"]
+        tables.append(("Failed cases", ["case"] + params + ["error"],
+                       [[str(r["case"])] + [str(r[p]) for p in params] + [str(r["error"])[:200]]
+                        for _, r in failed.iterrows()]))
+    title = f"vpp sweep report: {sweep_dir.name}"
+    html_path, md_path = out / "report.html", out / "report.md"
+    shim = Results(scenario_name=sweep_dir.name, timeseries=pd.DataFrame(), buses=pd.DataFrame(), summary={},
+                   meta={}, completed=n_fail == 0)
+    html_path.write_text(_html(shim, sweep_dir, tables, figures).replace(_title(shim), title), encoding="utf-8")
+    md_path.write_text(_markdown(shim, sweep_dir, tables, figures).replace(_title(shim), title), encoding="utf-8")
+    return [html_path, md_path] + [f[3] for f in figures if f[3] is not None]
+
+
+def _label(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -3,7 +3,8 @@
 ``dispatch.png`` draws the run over time; ``network.png`` maps the grid. Both
 draw the limits the grid KPIs count against (``summary["grid"]["vm_limits_pu"]``
 and ``["loading_limit_percent"]``, the scenario's ``grid.vm_min_pu``,
-``grid.vm_max_pu`` and ``grid.loading_max_percent``).
+``grid.vm_max_pu`` and ``grid.loading_max_percent``). :func:`figure_sweep`
+draws a sweep's trade-offs (KPIs against the swept parameters).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from vpp.metrics.results import Results
 from vpp.units import S_PER_H
 
 __all__ = ["plot_dispatch", "plot_network", "figure_calls", "figure_kinds", "figure_storage", "figure_grid",
-           "figure_baselines"]
+           "figure_baselines", "figure_sweep", "sweep_roles"]
 
 _REDUCE, _INCREASE = "tab:red", "tab:blue"  # shading of a call's span, by direction
 _LIMIT = dict(color="crimson", ls=(0, (4, 2)), lw=1.0)  # every limit line
@@ -592,4 +593,111 @@ def figure_baselines(results: Results):
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, framealpha=0.8)
     axes[-1, 0].set_xlabel("time since scenario start [h]")
+    return fig
+
+
+# --- sweeps -------------------------------------------------------------------------------------------
+
+
+def _is_numeric(values) -> bool:
+    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+               for v in values)
+
+
+def sweep_roles(df, params: list[str], x: str | None = None, hue: str | None = None) -> dict:
+    """Which swept parameter goes where in :func:`figure_sweep`: ``x``, ``hue`` (lines), ``panels`` (columns).
+
+    Only parameters with more than one value take a role. ``x``: the numeric
+    parameter with the most values (the last in grid order on a tie: the
+    innermost numeric axis of the sweep), else the first categorical one;
+    ``hue``: the first categorical parameter left, else the numeric one left
+    with the fewest values; ``panels``: the rest (one column per combination
+    of their values). Given ``x`` or ``hue`` win.
+    """
+    varied = [p for p in params if df[p].nunique(dropna=False) > 1]
+    numeric = [p for p in varied if _is_numeric(df[p].unique())]
+    categorical = [p for p in varied if p not in numeric]
+    if x is None:
+        if numeric:
+            most = max(df[p].nunique() for p in numeric)
+            x = [p for p in numeric if df[p].nunique() == most][-1]
+        elif categorical:
+            x = categorical[0]
+    rest = [p for p in varied if p not in (x, hue)]
+    if hue is None and rest:
+        cats = [p for p in rest if p in categorical]
+        hue = cats[0] if cats else min(rest, key=lambda p: df[p].nunique())
+    panels = [p for p in varied if p not in (x, hue)]
+    return {"x": x, "hue": hue, "panels": panels, "x_numeric": x in numeric}
+
+
+def _label(value) -> str:
+    return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
+def figure_sweep(df, params: list[str], kpis: list[tuple[str, str, float]], x: str | None = None,
+                 hue: str | None = None, title: str = "sweep"):
+    """Trade-off plots of a sweep table: each KPI against ``x``, one line per ``hue`` value, panels for the rest.
+
+    ``kpis``: ``(column, axis label, scale)``, one row of panels each (the
+    column is multiplied by ``scale``). A point is the mean over the seeds
+    of that combination; its error bar spans the seeds' minimum to maximum
+    (the seed spread; seeds are common random numbers across combinations,
+    so lines differ by the parameters, not by draws). Lines of different
+    ``hue`` are offset slightly along x so that their bars do not hide each
+    other. Failed cases are left out. None when nothing varies.
+    """
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    roles = sweep_roles(ok, params, x, hue)
+    x, hue, panels = roles["x"], roles["hue"], roles["panels"]
+    kpis = [k for k in kpis if k[0] in ok and ok[k[0]].notna().any()]
+    if x is None or not kpis or not len(ok):
+        return None
+    plt = _pyplot()
+    panel_keys = list(ok.groupby(panels, sort=True).groups) if panels else [None]
+    panel_keys = [k if isinstance(k, tuple) or k is None else (k,) for k in panel_keys]
+    hue_values = list(dict.fromkeys(ok[hue])) if hue else [None]
+    x_values = sorted(ok[x].unique()) if roles["x_numeric"] else list(dict.fromkeys(ok[x]))
+    x_pos = {v: (float(v) if roles["x_numeric"] else float(i)) for i, v in enumerate(x_values)}
+    span = (max(x_pos.values()) - min(x_pos.values())) or 1.0
+    step = 0.012 * span if len(hue_values) > 1 else 0.0
+    n_rows, n_cols = len(kpis), len(panel_keys)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(max(4.2 * n_cols, 7.0), 3.3 * n_rows + 0.9),
+                             sharex=True, sharey="row", squeeze=False, constrained_layout=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "osD^vP*X"
+    for c, pkey in enumerate(panel_keys):
+        sub = ok
+        if pkey is not None:
+            for p, v in zip(panels, pkey):
+                sub = sub[sub[p] == v]
+        for r, (col, ylabel, scale) in enumerate(kpis):
+            ax = axes[r][c]
+            for h, hv in enumerate(hue_values):
+                line = sub if hv is None else sub[sub[hue] == hv]
+                g = line.groupby(x, sort=False)[col].agg(["mean", "min", "max", "count"])
+                g = g.loc[[v for v in x_values if v in g.index]]
+                if not len(g):
+                    continue
+                xs = np.array([x_pos[v] for v in g.index]) + (h - (len(hue_values) - 1) / 2) * step
+                mean, lo, hi = g["mean"] * scale, g["min"] * scale, g["max"] * scale
+                ax.errorbar(xs, mean, yerr=[mean - lo, hi - mean], color=colors[h % len(colors)],
+                            marker=markers[h % len(markers)], ms=5, lw=1.5, capsize=3, elinewidth=1.0,
+                            label=None if hv is None else f"{hue} = {_label(hv)}")
+            ax.grid(alpha=0.3)
+            if c == 0:
+                ax.set_ylabel(ylabel)
+            if r == 0 and pkey is not None:
+                ax.set_title(", ".join(f"{p} = {_label(v)}" for p, v in zip(panels, pkey)), fontsize=10)
+            if r == n_rows - 1:
+                ax.set_xlabel(x)
+                if not roles["x_numeric"]:
+                    ax.set_xticks([x_pos[v] for v in x_values], [_label(v) for v in x_values])
+                else:
+                    ax.set_xticks(list(x_pos.values()), [_label(v) for v in x_values])
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    n_seeds = int(ok.groupby(params)[kpis[0][0]].count().max()) if params else len(ok)
+    fig.suptitle(f"{title}: mean over {n_seeds} seed(s); error bars span the seeds' min to max", fontsize=11)
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=9)
     return fig
