@@ -106,7 +106,9 @@ class FirmResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: settings, statistics and the per-seed values."""
-        rows = json.loads(self.per_seed.to_json(orient="records"))
+        # Not DataFrame.to_json: it rounds to 10 significant digits.
+        rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+                for r in self.per_seed.to_dict("records")]
         return {"settings": self.settings, "stats": self.stats, "per_seed": rows}
 
     def markdown(self) -> str:
@@ -300,7 +302,8 @@ def firm_capacity(scenario, hour: str = "19:00", duration: str | float = "PT1H",
         raise ProbeSaturated(f"--probe-mw {probe_mw:g}: the plant delivered {SATURATION:.0%} of the probe in some tick "
                         "(the probe is not above its room); give a larger --probe-mw")
     x = per_seed["firm_kw"].to_numpy(float)
-    q = quantile_ci(x, 1.0 - confidence, ci_level)
+    # Rounded: 1 - 0.95 is 0.05000000000000004 in floating point, which would move the quantile up one rank.
+    q = quantile_ci(x, round(1.0 - confidence, 12), ci_level)
     n = int(x.size)
     note = (f"Interval from {n} seeds, distribution-free: wide with few seeds."
             + (f" Its lower end needs at least {q['n_for_low_bound']} seeds to be bounded by the data."
