@@ -31,7 +31,7 @@ from vpp.fleets import BaseStationFleet, Envelope
 
 TOL = 1e-9
 needs_numba = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("numba") is None, reason="numba is not installed (extra 'fast')"
+    __import__("importlib").util.find_spec("numba") is None, reason="numba is not installed"
 )
 
 

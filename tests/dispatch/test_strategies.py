@@ -27,7 +27,7 @@ from vpp.dr import Direction, DRCall
 from vpp.fleets import BaseStationFleet, EVFleet, Envelope, SessionTable
 
 needs_numba = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("numba") is None, reason="numba is not installed (extra 'fast')"
+    __import__("importlib").util.find_spec("numba") is None, reason="numba is not installed"
 )
 
 ETA = 0.92

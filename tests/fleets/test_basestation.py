@@ -293,7 +293,7 @@ def test_empty_basestation_fleet():
 # ------------------------------------------------------------------ compiled envelope (numba) against numpy
 
 needs_numba = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("numba") is None, reason="numba is not installed (extra 'fast')"
+    __import__("importlib").util.find_spec("numba") is None, reason="numba is not installed"
 )
 
 

@@ -292,7 +292,7 @@ def test_empty_building_fleet():
 # ------------------------------------------------------------------ compiled envelope (numba) against numpy
 
 needs_numba = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("numba") is None, reason="numba is not installed (extra 'fast')"
+    __import__("importlib").util.find_spec("numba") is None, reason="numba is not installed"
 )
 WORK = ("a", "hvac_min", "hvac_max", "hvac_def", "b_def", "b_min", "b_max")  # what the step reads back
 

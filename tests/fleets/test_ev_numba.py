@@ -24,7 +24,7 @@ TOL = 1e-9  # relative and absolute [kW]
 CHARGERS = tuple(CHARGER_PARAMETERS)  # ac_pile, dc_fast, supercharger, ebike_cabinet
 
 needs_numba = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("numba") is None, reason="numba is not installed (extra 'fast')"
+    __import__("importlib").util.find_spec("numba") is None, reason="numba is not installed"
 )
 
 

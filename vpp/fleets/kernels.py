@@ -6,7 +6,7 @@ and never mutates its inputs. Powers [kW] follow the load convention of
 durations ``dt_h`` [h].
 
 Some kernels also have a compiled twin in :mod:`vpp.fleets.kernels_numba`
-(optional dependency: ``pip install vpp[fast]``). :data:`NUMBA_AVAILABLE` says
+(numba, a dependency; the numpy kernels stay the reference). :data:`NUMBA_AVAILABLE` says
 whether fleets use them; it is decided once, at import, without importing numba
 (that module is imported, and its functions compiled, on first use).
 """
