@@ -370,6 +370,15 @@ def report(
     typer.echo("written: " + ", ".join(str(p) for p in paths))
 
 
+def _bar(quiet: bool, total: int, unit: str, desc: str):
+    """A progress bar on a terminal (stderr), else None: callers print a line per item, or nothing if quiet."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, leave=False)
+
+
 @app.command("sweep")
 def sweep_cmd(
     spec: Annotated[Path, typer.Argument(help="sweep file (.yaml): scenario, grid of dotted paths to value lists, "
@@ -419,8 +428,12 @@ def sweep_cmd(
         typer.echo(f"{spec}: {n} cases ({' x '.join(str(len(v)) for v in sp.grid.values())} x {sp.seeds} seeds), "
                    f"{where}; results in {out}/", err=True)
 
+    bar = _bar(quiet, n, "case", spec.stem)
+
     def progress(done: int, total: int, record: dict) -> None:
-        if not quiet:
+        if bar is not None:
+            bar.update(done - bar.n)
+        elif not quiet:
             params = ", ".join(f"{k}={v}" for k, v in record["params"].items())
             typer.echo(f"[{done}/{total}] case {record['case']} ({params}, seed index {record['seed_index']}): "
                        f"{record['status']} in {record['wall_time_s']:.1f} s", err=True)
@@ -434,6 +447,9 @@ def sweep_cmd(
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished cases are in {out}/cases; continue with --resume", err=True)
         raise typer.Exit(EXIT_SIGNAL["SIGINT"]) from None
+    finally:
+        if bar is not None:
+            bar.close()
     n_failed = int((df["status"] != "ok").sum())
     if not quiet:
         typer.echo(f"{n} cases ({df.attrs['n_resumed']} resumed) in {df.attrs['wall_time_s']:.1f} s; "
@@ -467,6 +483,9 @@ def firm_cmd(
                                                            "worker per core)")] = "serial",
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="local cluster size (default: cores)")]
     = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        "--scheduler", help="address of an existing Dask scheduler (with --backend dask; env VPP_DASK_SCHEDULER)")]
+    = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", metavar="PATH=VALUE", help=_SET_HELP)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress lines")] = False,
 ) -> None:
@@ -496,8 +515,12 @@ def firm_cmd(
     except ScenarioError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
 
+    bar = _bar(quiet, seeds, "seed", "firm")
+
     def progress(done: int, total: int, record: dict) -> None:
-        if not quiet:
+        if bar is not None:
+            bar.update(done - bar.n)
+        elif not quiet:
             typer.echo(f"[{done}/{total}] seed index {record['seed_index']}: {record['status']} in "
                        f"{record['wall_time_s']:.1f} s", err=True)
 
@@ -505,11 +528,14 @@ def firm_cmd(
         result = firm_capacity(scenario, hour, duration, seeds, confidence, direction=direction,
                                probe_mw=probe_mw, tracking=tracking, ci_level=ci_level, backend=backend,
                                out=None if out is None else out / "runs", resume=resume, n_workers=workers,
-                               overrides=fixed or None, progress=progress)
+                               overrides=fixed or None, progress=progress, scheduler=scheduler)
     except ScenarioError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except (ProbeSaturated, RuntimeError) as exc:
         _fail(str(exc), EXIT_RUN_FAILED)
+    finally:
+        if bar is not None:
+            bar.close()
     typer.echo(result.markdown())
     if out is not None:
         paths = write(result, out)
