@@ -368,8 +368,14 @@ def format_settlement(per_event: list[dict]) -> list[str]:
             else:
                 unknown.append(b.get("reason") or f"{name}: unknown")
         lines.append(f"  {e['id']} baseline - twin: " + ("; ".join(known) if known else "none known"))
+        # One line per distinct reason, naming every baseline it applies to ("name: why" -> "a, b: why").
+        by_reason: dict[str, list[str]] = {}
         for reason in unknown:
-            lines.append(f"    unknown {reason}")
+            name, sep, why = reason.partition(": ")
+            by_reason.setdefault(why if sep else reason, []).append(name if sep else "")
+        for why, names in by_reason.items():
+            who = ", ".join(n for n in names if n)
+            lines.append(f"    unknown {who}: {why}" if who else f"    unknown {why}")
         for note in e.get("notes") or []:
             lines.append(f"    note: {note}")
     return lines
