@@ -61,15 +61,29 @@ def test_default_out_is_beside_the_run(run_dir, tmp_path):
     assert not (copy / "report.html").exists()
 
 
+def test_network_map_from_the_runs_own_files(run_dir, tmp_path):
+    # meta.json names the grid (network, source): the map is drawn without --scenario.
+    assert read_run(run_dir).meta.get("grid", {}).get("network") == "mv_oberrhein"
+    write_report(run_dir, tmp_path / "with")
+    assert (tmp_path / "with" / "network.png").is_file()
+
+
 def test_network_map_needs_the_grid(run_dir, tmp_path):
-    # Nothing in the run's files names the grid here: without --scenario the map is left out, and said so.
-    results = read_run(run_dir)
-    if (results.summary.get("grid") or {}).get("network") or results.meta.get("grid"):
-        pytest.skip("the run's files name the grid")
-    write_report(run_dir, tmp_path)
-    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    # A run whose files do not name the grid (written before meta.json named it): without --scenario the map
+    # is left out, and said so.
+    import json
+
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    meta = json.loads((old / "meta.json").read_text(encoding="utf-8"))
+    meta.pop("grid", None)
+    (old / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    results = read_run(old)
+    assert not (results.summary.get("grid") or {}).get("network") and not results.meta.get("grid")
+    write_report(old, tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "Not drawn: the run&#x27;s files do not name its grid" in html
-    assert not (tmp_path / "network.png").exists()
+    assert not (tmp_path / "out" / "network.png").exists()
 
 
 def test_figures_absent_without_data(run_dir):
