@@ -433,3 +433,26 @@ def test_validate_and_run_print_warnings(tmp_path, small_dict):
 def test_run_error_still_a_run_error():
     # The two new stops are RunErrors: code that catches RunError keeps every partial result.
     assert issubclass(RunInterrupted, RunError) and issubclass(GridNotConverged, RunError)
+
+
+def test_calls_outside_their_tier_are_warned_about(small_dict):
+    # Tier terms from vpp.programme.tiers (figures checked there): minute_level lasts >= 15 min and responds
+    # within 5 min; day_ahead asks >= 5 MW (Guangdong), at most 6 h, and >= 12 h of notice (an error, not this).
+    from vpp.build import tier_warnings
+
+    small_dict["time"]["duration_s"] = 50400
+    small_dict["dr_calls"] = [
+        {"id": "short", "tier": "minute_level", "direction": "reduce", "p_kw": 400, "start_s": 3600, "end_s": 4200,
+         "ramp_up_s": 420},
+        {"id": "small", "tier": "day_ahead", "direction": "reduce", "p_kw": 400, "notification_s": 0,
+         "start_s": 43200, "end_s": 46800},
+        {"id": "fine", "tier": "minute_level", "direction": "reduce", "p_kw": 400, "start_s": 7200, "end_s": 9000},
+    ]
+    sc = parse_scenario(small_dict)
+    lines = tier_warnings(build_plant(sc).calls)
+    assert lines == [
+        "dr call 'short': lasts 10 min, less than the minute_level tier's minimum of 15 min",
+        "dr call 'short': ramps up over 7 min, longer than the minute_level tier's response time of 5 min",
+        "dr call 'small': asks for 400 kW, less than the day_ahead tier's minimum capacity of 5,000 kW",
+    ]
+    assert set(lines) <= set(plant_warnings(build_plant(sc)))

@@ -21,6 +21,7 @@ from vpp.scenario.series import build_background, fleet_inputs, read_prices
 
 __all__ = [
     "Plant", "build_plant", "build_grid", "bus_positions", "estimate_call_room", "plant_warnings", "call_room_warnings",
+    "tier_warnings",
 ]
 
 # Child-seed slots after the fleets' own (fleet i uses slot i).
@@ -302,15 +303,57 @@ def plant_warnings(plant: Plant, time=None) -> list[str]:
     """Valid but suspicious facts about a built plant, one line each.
 
     Always: what reading input files adjusted or dropped (sessions outside
-    the run, ...), and a DR call whose target buses host no devices. With ``time`` (the
+    the run, ...), a DR call whose target buses host no devices, and a call
+    outside its tier's terms (:func:`tier_warnings`). With ``time`` (the
     scenario's :class:`~vpp.scenario.schema.TimeConfig`), also what needs an
     estimate of flexibility (:func:`estimate_call_room`, see
     :func:`call_room_warnings`).
     """
-    out = list(plant.notes) + [line for _, line in _empty_target_warnings(plant)]
+    out = list(plant.notes) + [line for _, line in _empty_target_warnings(plant)] + tier_warnings(plant.calls)
     if time is None or not plant.calls:
         return out
     return out + call_room_warnings(plant, estimate_call_room(plant, time.dt_s))
+
+
+def tier_warnings(calls) -> list[str]:
+    """A call outside its programme tier's terms, one line each (the tier's minimum notice is an error).
+
+    Checked: the active period against the tier's minimum and maximum
+    duration, the ramp-up against its maximum response time, and the request
+    against its minimum capacity (each figure's source is in
+    :mod:`vpp.programme.tiers`). Versions announced later are checked too.
+    """
+    from vpp.programme.tiers import get_tier
+
+    out = []
+    for c in calls:
+        if c.tier is None:
+            continue
+        t = get_tier(c.tier)
+        said: set[str] = set()
+        for _, v in c.versions:
+            if v.cancelled:
+                continue
+            label = f"dr call {c.call_id!r}" + (f" (modification {v.modification})" if v.modification else "")
+            mine = []
+            dur_s = v.end_s - v.start_s
+            if dur_s < t.min_duration_s:
+                mine.append(f"lasts {dur_s / 60:g} min, less than the {c.tier} tier's minimum of "
+                           f"{t.min_duration_s / 60:g} min")
+            if t.max_duration_s is not None and dur_s > t.max_duration_s:
+                mine.append(f"lasts {dur_s / 60:g} min, more than the {c.tier} tier's maximum of "
+                           f"{t.max_duration_s / 60:g} min")
+            if v.ramp_up_s > t.max_response_s:
+                mine.append(f"ramps up over {v.ramp_up_s / 60:g} min, longer than the {c.tier} tier's "
+                           f"response time of {t.max_response_s / 60:g} min")
+            if v.signal != "price_cny_per_kwh" and 0.0 < v.p_kw < t.min_capacity_kw:
+                mine.append(f"asks for {v.p_kw:,.0f} kW, less than the {c.tier} tier's minimum capacity "
+                           f"of {t.min_capacity_kw:,.0f} kW")
+            for text in mine:  # a later version repeating an earlier one's problem is not said again
+                if text not in said:
+                    said.add(text)
+                    out.append(f"{label}: {text}")
+    return out
 
 
 def _empty_target_warnings(plant: Plant) -> list[tuple[str, str]]:
