@@ -52,6 +52,7 @@ import time
 
 import numpy as np
 
+from bench_fleets import _median_s  # same folder: the benchmarks run as scripts
 from vpp.bench import DT_S, KIND_SPECS, T_EVENING_S, _evening, _scenario
 from vpp.build import build_grid
 from vpp.dispatch import Portfolio, get_allocator
@@ -93,15 +94,6 @@ def synthetic_groups(n_g: int, n_t: int, dt_s: float, seed: int = 0) -> FlexGrou
     )
 
 
-def _median(fn, repeats: int) -> float:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
-
-
 def _highspy_solve(lp) -> float:
     """Solve the same LP with highspy directly; returns the objective (for the agreement check)."""
     import highspy
@@ -140,8 +132,8 @@ def bench_lp(sizes_g, sizes_h, repeats: int, with_highspy: bool, max_group_ticks
             request = -0.3 * float(down0.sum()) * np.ones(n_t)
             args = (g, cost, down0, up0, request, dt_s)
             res = solve_groups(*args)  # warm-up and the agreement check
-            build_s = _median(lambda: lp_arrays(*args), repeats)
-            total_s = _median(lambda: solve_groups(*args), repeats)
+            build_s = _median_s(lambda: lp_arrays(*args), repeats)
+            total_s = _median_s(lambda: solve_groups(*args), repeats)
             row = {"groups": n_g, "ticks": n_t, "vars": 5 * n_g * n_t + 2 * n_t, "status": res.status,
                    "build_ms": 1e3 * build_s, "solve_ms": 1e3 * (total_s - build_s), "total_ms": 1e3 * total_s}
             if with_highspy:
@@ -152,7 +144,7 @@ def bench_lp(sizes_g, sizes_h, repeats: int, with_highspy: bool, max_group_ticks
                               method="highs").fun
                 obj = _highspy_solve(lp)
                 assert abs(obj - ref) <= 1e-6 * max(1.0, abs(ref)), (obj, ref)
-                hs = _median(lambda: _highspy_solve(lp), repeats)
+                hs = _median_s(lambda: _highspy_solve(lp), repeats)
                 row["highspy_ms"] = 1e3 * hs
                 row["linprog_ms"] = row["solve_ms"]
             rows.append(row)
@@ -193,7 +185,7 @@ def bench_end_to_end(sizes_n, repeats: int) -> list[dict]:
                 env_ref = ref.flexibility(states, t_s, dt_s)
                 call = DRCall("m", Direction.REDUCE, -delta_kw, t_s, t_s + 7200.0, t_s)
                 ref.setpoints(env_ref, [(call, delta_kw)])
-                merit_s = _median(lambda: ref.setpoints(env_ref, [(call, delta_kw)]), repeats)
+                merit_s = _median_s(lambda: ref.setpoints(env_ref, [(call, delta_kw)]), repeats)
                 row = {"n": sum(f.n for f in fleets), "dt_s": dt_s, "H": plan.request_kw.shape[0],
                        "bucket_s": bucket_s, "groups": len(plan.labels),
                        **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in parts.items()},
