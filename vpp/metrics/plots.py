@@ -41,6 +41,22 @@ def _limits(results: Results) -> tuple[tuple[float, float], float]:
     return (float(lo), float(hi)), float(g.get("loading_limit_percent") or 100.0)
 
 
+def _shade_run_calls(axes, results, ts) -> None:
+    """:func:`_shade_calls` for a run's own calls, up to the end of its last tick."""
+    dt_s = float((results.summary or {}).get("dt_s") or 0.0)
+    t_end_s = float(ts["t_s"].iloc[-1]) + dt_s if len(ts) else 0.0
+    _shade_calls(axes, (results.summary or {}).get("calls") or [], axes[0], t_end_s)
+
+
+def _finish_time_axes(axes, ncol: int, ncol_first: int | None = None) -> None:
+    """Grid and legend on every panel (``ncol_first`` columns on the first), the shared time axis labelled."""
+    for a in axes:
+        a.grid(alpha=0.3)
+        a.legend(loc="upper left", fontsize=7, ncol=ncol_first if ncol_first and a is axes[0] else ncol,
+                 framealpha=0.8)
+    axes[-1].set_xlabel("time since scenario start [h]")
+
+
 def _shade_calls(axes, calls, label_ax, t_end_s: float) -> None:
     """Shade the time in which DR calls were on, per direction, on every panel, clipped to the run.
 
@@ -123,13 +139,8 @@ def plot_dispatch(results: Results, path: str | Path) -> Path:
         ax.axhline(limit, **_LIMIT, label=f"loading limit {limit:g} %")
         _include(ax, 0.0, limit)
         ax.set_ylabel("loading [%]")
-    dt_s = float((results.summary or {}).get("dt_s") or 0.0)
-    t_end_s = float(ts["t_s"].iloc[-1]) + dt_s if len(ts) else 0.0
-    _shade_calls(axes, (results.summary or {}).get("calls") or [], axes[0], t_end_s)
-    for a in axes:
-        a.grid(alpha=0.3)
-        a.legend(loc="upper left", fontsize=7, ncol=3 if a is not axes[0] else 5, framealpha=0.8)
-    axes[-1].set_xlabel("time since scenario start [h]")
+    _shade_run_calls(axes, results, ts)
+    _finish_time_axes(axes, ncol=3, ncol_first=5)
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -453,12 +464,8 @@ def figure_kinds(results: Results):
     if "p_twin_kw" in ts and ts["p_twin_kw"].notna().any():
         ax.plot(t_h, ts["p_twin_kw"] / 1e3, "k--", lw=1.0, label="no-call twin")
     ax.set_ylabel("plant power [MW]")
-    dt_s = float((results.summary or {}).get("dt_s") or 0.0)
-    _shade_calls(axes, (results.summary or {}).get("calls") or [], axes[0], float(ts["t_s"].iloc[-1]) + dt_s)
-    for a in axes:
-        a.grid(alpha=0.3)
-        a.legend(loc="upper left", fontsize=7, ncol=4, framealpha=0.8)
-    axes[-1].set_xlabel("time since scenario start [h]")
+    _shade_run_calls(axes, results, ts)
+    _finish_time_axes(axes, ncol=4)
     return fig
 
 
@@ -505,8 +512,7 @@ def figure_storage(results: Results):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=7, ncol=3, framealpha=0.8)
-    dt_s = float((results.summary or {}).get("dt_s") or 0.0)
-    _shade_calls(axes, (results.summary or {}).get("calls") or [], axes[0], float(ts["t_s"].iloc[-1]) + dt_s)
+    _shade_run_calls(axes, results, ts)
     axes[0].set_title(f"{results.scenario_name}: fleet state", pad=14)
     axes[-1].set_xlabel("time since scenario start [h]")
     return fig
@@ -542,12 +548,8 @@ def figure_grid(results: Results):
     ax.axhline(limit, **_LIMIT, label=f"loading limit {limit:g} %")
     _include(ax, 0.0, limit)
     ax.set_ylabel("loading [%]")
-    dt_s = float((results.summary or {}).get("dt_s") or 0.0)
-    _shade_calls(axes, (results.summary or {}).get("calls") or [], axes[0], float(ts["t_s"].iloc[-1]) + dt_s)
-    for a in axes:
-        a.grid(alpha=0.3)
-        a.legend(loc="upper left", fontsize=7, ncol=3, framealpha=0.8)
-    axes[-1].set_xlabel("time since scenario start [h]")
+    _shade_run_calls(axes, results, ts)
+    _finish_time_axes(axes, ncol=3)
     return fig
 
 
