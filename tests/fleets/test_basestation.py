@@ -18,6 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from both_paths import assert_paths_agree  # tests/helpers: on pytest's pythonpath
+
 from vpp.fleets import BaseStationFleet, BaseStationState
 from vpp.fleets.parameters import BASESTATION_PARAMETERS
 from vpp.profiles import PROFILES
@@ -320,25 +322,7 @@ def test_numba_envelope_equals_numpy_along_random_runs(n, dt_s, backup_h, soc_mi
                    p_batt_max_kw=rng.uniform(0.5, 10.0, n), eta=eta, backup_h=backup_h, soc_min=soc_min, soc_max=1.0,
                    soc_init=soc_init, traffic_profile="bs_traffic_urban", traffic_scale=rng.uniform(0.5, 1.5, n),
                    clock_start_h=clock_start_h)
-    states = {False: fleet.initial_state(), True: fleet.initial_state()}
-    work = {False: fleet.new_workspace(), True: fleet.new_workspace()}
-    for i in range(24):
-        t_s = i * dt_s
-        envs = {}
-        for use_numba in (False, True):
-            fleet.use_numba = use_numba
-            fleet.advance(states[use_numba], t_s, dt_s)
-            envs[use_numba] = fleet.flexibility(states[use_numba], t_s, dt_s, work[use_numba])
-        for name in ("p_min_kw", "p_max_kw", "p_default_kw"):
-            np.testing.assert_allclose(getattr(envs[True], name), getattr(envs[False], name), rtol=1e-9, atol=1e-9,
-                                       err_msg=f"{name} at tick {i}")
-        assert np.all(envs[True].p_min_kw <= envs[True].p_default_kw)
-        assert np.all(envs[True].p_default_kw <= envs[True].p_max_kw)
-        p_set = _setpoints(rng, envs[False])
-        for use_numba in (False, True):
-            fleet.use_numba = use_numba
-            fleet.step(states[use_numba], p_set.copy(), t_s, dt_s, envs[use_numba])
-        np.testing.assert_allclose(states[True].e_kwh, states[False].e_kwh, rtol=1e-9, atol=1e-9)
+    assert_paths_agree(fleet, 24, dt_s, lambda env: _setpoints(rng, env), ("e_kwh",))
 
 
 @needs_numba

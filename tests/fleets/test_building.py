@@ -21,6 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from both_paths import assert_paths_agree  # tests/helpers: on pytest's pythonpath
+
 from vpp.fleets import BuildingFleet, BuildingState
 from vpp.fleets.parameters import BUILDING_PARAMETERS
 from vpp.profiles import PROFILES
@@ -319,42 +321,8 @@ def test_numba_envelope_equals_numpy_along_random_runs(n, dt_s, band, clock_star
         t_set_c=rng.uniform(t_min, t_min + width, n), t_min_c=t_min, t_max_c=t_min + width,
         soc_init=rng.uniform(0.1, 0.95, n),
     )
-    states = {False: fleet.initial_state(), True: fleet.initial_state()}
-    work = {False: fleet.new_workspace(), True: fleet.new_workspace()}
-    for i in range(24):
-        t_s = i * dt_s
-        envs = {}
-        for use_numba in (False, True):
-            fleet.use_numba = use_numba
-            fleet.advance(states[use_numba], t_s, dt_s)
-            envs[use_numba] = fleet.flexibility(states[use_numba], t_s, dt_s, work[use_numba])
-        for name in ("p_min_kw", "p_max_kw", "p_default_kw"):
-            np.testing.assert_allclose(getattr(envs[True], name), getattr(envs[False], name), rtol=1e-9, atol=1e-9,
-                                       err_msg=f"{name} at tick {i}")
-        for name in WORK:
-            np.testing.assert_allclose(getattr(work[True], name), getattr(work[False], name), rtol=1e-9, atol=1e-9,
-                                       err_msg=f"work {name} at tick {i}")
-        assert np.all(envs[True].p_min_kw <= envs[True].p_default_kw)
-        assert np.all(envs[True].p_default_kw <= envs[True].p_max_kw)
-        p_set = _setpoints(rng, envs[False])
-        for use_numba in (False, True):
-            fleet.use_numba = use_numba
-            fleet.step(states[use_numba], p_set.copy(), t_s, dt_s, envs[use_numba])
-        for name in ("t_in_c", "e_batt_kwh", "p_hvac_kw", "p_batt_kw"):
-            np.testing.assert_allclose(getattr(states[True], name), getattr(states[False], name), rtol=1e-9,
-                                       atol=1e-9, err_msg=f"state {name} at tick {i}")
-
-
-@needs_numba
-@pytest.mark.parametrize("dt_s", [60.0, 300.0])
-def test_rc_coefficient_is_recomputed_when_the_tick_length_changes(dt_s):
-    fleet = _office(3, clock_start_h=12.0, t_in_init_c=np.full(3, 24.0), size=np.array([0.5, 1.0, 1.5]))
-    fleet.use_numba = True
-    state = fleet.initial_state()
-    for dt in (dt_s, 2 * dt_s, dt_s):
-        fleet.advance(state, 0.0, dt)
-        env = fleet.flexibility(state, 0.0, dt)
-        np.testing.assert_array_equal(env.work.a, np.exp(-(dt / S_PER_H) / (fleet.r_k_per_kw * fleet.c_kwh_per_k)))
+    assert_paths_agree(fleet, 24, dt_s, lambda env: _setpoints(rng, env),
+                       ("t_in_c", "e_batt_kwh", "p_hvac_kw", "p_batt_kw"), WORK)
 
 
 @needs_numba
