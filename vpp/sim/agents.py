@@ -261,6 +261,7 @@ class PlatformAgent:
         self._pre_ref: dict[str, float] = {}  # call id -> pre-event reference [kW]
         self.declined: dict[str, set[str]] = {}  # call id -> operators that declined their share
         self.fleets_of: dict[str, set[str]] = {}  # operator -> names of its fleets (set by the engine)
+        self._released_calls: dict[tuple[str, int], DRCall] = {}  # (call id, modification) -> its release version
         self.tracking_log: dict[str, list[dict]] = {}
 
     @property
@@ -354,11 +355,12 @@ class PlatformAgent:
                                                     share, e_available_kwh))
         self._instruct(t_s, call)
 
-    def _instruct(self, t_s: float, call: DRCall) -> None:
+    def _instruct(self, t_s: float, call: DRCall, rooms_kw: np.ndarray | None = None) -> None:
         share = self.accepted.get(call.call_id)
         if share is None:
             return  # not decided yet: nothing is dispatched before the platform opts in
-        rooms_kw = self._room_kw(call)
+        if rooms_kw is None:
+            rooms_kw = self._room_kw(call)
         if self._strategy == "pro_rata":
             costs = np.zeros_like(rooms_kw)
         else:
@@ -372,6 +374,14 @@ class PlatformAgent:
             self.to_operator[op].send(Instruction(t_s, op, sent, float(share_kw)))
 
     def _released(self, call: DRCall) -> DRCall:
+        """:meth:`_release` of ``call``, built once per version (it is sent every tick of the call)."""
+        key = (call.call_id, call.modification)
+        out = self._released_calls.get(key)
+        if out is None:
+            out = self._released_calls[key] = self._release(call)
+        return out
+
+    def _release(self, call: DRCall) -> DRCall:
         """``call`` with its request handed back gradually over its recovery window (``recovery: release``).
 
         After ``end_s`` the last interval's value steps down linearly to 0 over
@@ -392,7 +402,7 @@ class PlatformAgent:
                       for k in range(k_n))
         return replace(call, end_s=call.end_s + rec_s, intervals=tuple(base) + steps)
 
-    def _track(self, t_s: float, call: DRCall) -> None:
+    def _track(self, t_s: float, call: DRCall, rooms_kw: np.ndarray) -> None:
         """Integral correction of ``call``'s request from the newest complete telemetry tick (see the class)."""
         cid, dt_s = call.call_id, self.dt_s
         share = self.accepted.get(cid, 0.0)
@@ -417,7 +427,7 @@ class PlatformAgent:
                     achieved_kw = metered_kw - ref_kw
                     err_kw = d_req_kw - achieved_kw  # same sign as the request when short of it
                     corr = self._corr_kw.get(cid, 0.0) + self.policy.tracking_gain * err_kw
-                    room_kw = float(self._room_kw(call).sum())
+                    room_kw = float(rooms_kw.sum())
                     # Anti-windup: never ask past the offered room, never reverse the call.
                     cmd = sign * min(max(sign * (d_now_kw + corr), 0.0), max(room_kw, abs(d_now_kw)))
                     self._corr_kw[cid] = cmd - d_now_kw if d_now_kw != 0.0 else corr
@@ -454,9 +464,10 @@ class PlatformAgent:
             self._decide(t_s, self.calls[cid], sum(self._asked[cid].values()))
         for call in sorted(self.calls.values(), key=_call_order):
             if call.end_s > t_s:
+                rooms_kw = self._room_kw(call)  # once per call and tick, for the loop and the split
                 if self.policy.tracking:
-                    self._track(t_s, call)
-                self._instruct(t_s, call)
+                    self._track(t_s, call, rooms_kw)
+                self._instruct(t_s, call, rooms_kw)
         if self.policy.tracking:
             # Older telemetry is never needed again: a pre-event reference is kept once computed.
             horizon = t_s - PRE_EVENT_S - 2.0 * self.dt_s
