@@ -43,6 +43,9 @@ __all__ = [
 # Sources, written once and quoted by several tiers.
 _SRC_DOMAIN_GD_CAPACITY = "Guangdong: >= 5 MW per VPP (shared/DOMAIN.md, 'Demand-response calls')"
 _SRC_DOMAIN_GD_DURATION = "Guangdong: >= 1 h continuous response (shared/DOMAIN.md, 'Demand-response calls')"
+_SRC_NO_MIN_CAPACITY = ("assumption: no minimum (Shenzhen's platform admits >60,000 small resources, "
+                        "shared/DOMAIN.md)")
+_SRC_NO_MAX_DURATION = "no limit stated (None)"
 _SRC_DOMAIN_CBP = "SCE CBP day-ahead/day-of programmes, 1-6 h events (shared/DOMAIN.md, 'Demand-response calls')"
 _SRC_SZ_PRICE = (
     "Shenzhen real-time precision response, fixed 5 CNY/kWh under the 2023 rules "
@@ -230,7 +233,7 @@ TIERS: Mapping[str, Tier] = MappingProxyType({
             "max_response_s": "mFRR full activation 15 min (shared/DOMAIN.md, 'Demand-response calls')",
             "min_duration_s": _SRC_DOMAIN_GD_DURATION,
             "typical_duration_s": "assumption: the 1 h minimum",
-            "max_duration_s": "no limit stated (None)",
+            "max_duration_s": _SRC_NO_MAX_DURATION,
             "min_capacity_kw": _SRC_DOMAIN_GD_CAPACITY,
             "energy_price_cny_per_kwh": "2.0 CNY/kWh: cap for intraday emergency peak shaving, " + _SRC_HAINAN,
             "capacity_price_cny_per_kw": _SRC_ENERGY_ONLY,
@@ -253,9 +256,8 @@ TIERS: Mapping[str, Tier] = MappingProxyType({
             "max_response_s": "aFRR full activation 5 min (shared/DOMAIN.md, 'Demand-response calls')",
             "min_duration_s": "assumption: 15 min, one settlement interval of 15-min metering",
             "typical_duration_s": "assumption: 30 min",
-            "max_duration_s": "no limit stated (None)",
-            "min_capacity_kw": "assumption: no minimum (Shenzhen's platform admits >60,000 small resources, "
-                               "shared/DOMAIN.md)",
+            "max_duration_s": _SRC_NO_MAX_DURATION,
+            "min_capacity_kw": _SRC_NO_MIN_CAPACITY,
             "energy_price_cny_per_kwh": _SRC_SZ_PRICE + "; applying it to the minute class is an assumption",
             "capacity_price_cny_per_kw": _SRC_ENERGY_ONLY,
         },
@@ -278,9 +280,8 @@ TIERS: Mapping[str, Tier] = MappingProxyType({
                               "pilot responded in 1.1 s on average, secondary)",
             "min_duration_s": "assumption: 5 min",
             "typical_duration_s": "assumption: 15 min",
-            "max_duration_s": "no limit stated (None)",
-            "min_capacity_kw": "assumption: no minimum (Shenzhen's platform admits >60,000 small resources, "
-                               "shared/DOMAIN.md)",
+            "max_duration_s": _SRC_NO_MAX_DURATION,
+            "min_capacity_kw": _SRC_NO_MIN_CAPACITY,
             "energy_price_cny_per_kwh": _SRC_SZ_PRICE,
             "capacity_price_cny_per_kw": _SRC_ENERGY_ONLY,
         },
