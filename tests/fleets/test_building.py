@@ -326,6 +326,18 @@ def test_numba_envelope_equals_numpy_along_random_runs(n, dt_s, band, clock_star
 
 
 @needs_numba
+@pytest.mark.parametrize("dt_s", [60.0, 300.0])
+def test_rc_coefficient_is_recomputed_when_the_tick_length_changes(dt_s):
+    fleet = _office(3, clock_start_h=12.0, t_in_init_c=np.full(3, 24.0), size=np.array([0.5, 1.0, 1.5]))
+    fleet.use_numba = True
+    state = fleet.initial_state()
+    for dt in (dt_s, 2 * dt_s, dt_s):
+        fleet.advance(state, 0.0, dt)
+        env = fleet.flexibility(state, 0.0, dt)
+        np.testing.assert_array_equal(env.work.a, np.exp(-(dt / S_PER_H) / (fleet.r_k_per_kw * fleet.c_kwh_per_k)))
+
+
+@needs_numba
 def test_numba_envelope_of_an_empty_fleet():
     fleet = _office(0, clock_start_h=0.0, t_in_init_c=np.zeros(0))
     fleet.use_numba = True
