@@ -169,7 +169,10 @@ def run_scenario(
             warn(line)
     grid, fleets, calls = plant.grid, plant.fleets, plant.calls
     d = scenario.dispatch
-    optimal = OptimalConfig(d.optimal.resolve_every_ticks, d.optimal.bucket_s, d.optimal.max_horizon_ticks)
+    o = d.optimal
+    optimal = OptimalConfig(o.resolve_every_ticks, o.bucket_s, o.max_horizon_ticks, reference=o.reference,
+                            default_recovery_s=o.default_recovery_s, return_s=o.return_s,
+                            rebound_penalty_cny_per_kwh=o.rebound_penalty_cny_per_kwh)
     operator_names = list(dict.fromkeys(f.operator for f in fleets))
     portfolios = {
         op: Portfolio([f for f in fleets if f.operator == op], grid.n_bus, get_allocator(d.strategy_for(op)),

@@ -216,11 +216,17 @@ def test_thermal_group_is_exact_for_one_building():
 
 
 def _run(fleets, strategy: str, p_kw: float, n_ticks: int = 16, dt_s: float = 900.0, start_s: float = 900.0,
-         end_s: float = 9000.0, config=None, direction=Direction.REDUCE):
-    """Dispatch a call through a portfolio tick by tick; check the envelope each tick; return states and log."""
+         end_s: float = 9000.0, config=None, direction=Direction.REDUCE, recovery_s=None, against_twin=False):
+    """Dispatch a call through a portfolio tick by tick; check the envelope each tick; return states and log.
+
+    The log has, per tick, the request and the change of the setpoints against the tick's default power or,
+    with ``against_twin``, the change of the power drawn against a second run of the same fleets without
+    the call (the no-call twin, stepped here at default power).
+    """
     pf = Portfolio(fleets, 2, get_allocator(strategy), optimal_config=config)
     states = pf.initial_states()
-    call = DRCall("c", direction, p_kw, start_s, end_s, 0.0)
+    twin = [f.initial_state() for f in fleets]
+    call = DRCall("c", direction, p_kw, start_s, end_s, 0.0, recovery_s=recovery_s)
     moved = []
     for k in range(n_ticks):
         t_s = k * dt_s
@@ -229,24 +235,56 @@ def _run(fleets, strategy: str, p_kw: float, n_ticks: int = 16, dt_s: float = 90
         req = call.delta_kw * call.weight_s(t_s, t_s + dt_s) / dt_s
         p_set, instructed = pf.setpoints(env, [(call, req)] if req else [])
         assert np.all(p_set >= env.p_min_kw - 1e-9) and np.all(p_set <= env.p_max_kw + 1e-9)
-        moved.append((req, float((p_set - env.p_default_kw).sum())))
-        pf.step(states, p_set, t_s, dt_s)
+        if not against_twin:
+            moved.append((req, float((p_set - env.p_default_kw).sum())))
+        p_drawn = float(pf.step(states, p_set, t_s, dt_s).sum())
+        if against_twin:
+            p_twin = 0.0
+            for f, s in zip(fleets, twin):
+                f.advance(s, t_s, dt_s)
+                p_twin += float(f.run_default(s, t_s, dt_s).sum())
+            moved.append((req, p_drawn - p_twin))
     return pf, states, moved
 
 
-def test_mixed_portfolio_keeps_every_device_constraint():
+@pytest.mark.parametrize("reference", ["no_call", "state"])
+def test_mixed_portfolio_keeps_every_device_constraint(reference):
     fleets = [_ev(SESSIONS), _towers(6), _offices(3)]
-    pf, states, moved = _run(fleets, "optimal", 120.0)
+    config = OptimalConfig(reference=reference)
+    pf, states, moved = _run(fleets, "optimal", 120.0, config=config, against_twin=reference == "no_call")
     ev, towers, offices = fleets
     s_ev, s_t, s_b = states
     # Every session was feasible at full power: none leaves short.
     assert s_ev.e_unmet_kwh == pytest.approx(0.0, abs=1e-6) and s_ev.n_unmet == 0
     assert s_t.n_reserve_breaches == 0
     assert s_b.comfort_violation_kh == pytest.approx(0.0, abs=1e-9)
-    # A call this size is within the room: each tick's instructed change is the request.
+    # A call this size is within the room: each tick in the window moves the plant by the request, against
+    # the no-call twin (reference no_call) or against the tick's default power (reference state).
     for req, got in moved:
-        assert got == pytest.approx(req, abs=1e-6 * max(1.0, abs(req)))
+        if req:
+            assert got == pytest.approx(req, abs=1e-6 * max(1.0, abs(req)))
     assert pf.optimal.n_solves >= 8 and pf.optimal.n_fallbacks == 0
+
+
+def test_recovery_holds_the_no_call_level_then_the_energy_returns_flat():
+    """Against a second, no-call run of the same fleets: the call's window delivers the request, the recovery
+    window stays at the twin's power, and over the return phase the deferred energy comes back with a peak near
+    the flat spread (energy / return time), never all at once."""
+    fleets = [_ev(SESSIONS), _towers(6)]
+    dt_s = 900.0
+    config = OptimalConfig(return_s=4 * 3600.0)
+    pf, states, moved = _run(fleets, "optimal", 30.0, n_ticks=40, dt_s=dt_s, start_s=900.0, end_s=4500.0,
+                             config=config, recovery_s=3600.0, against_twin=True)
+    dt_h = dt_s / 3600.0
+    change = np.array([got for _, got in moved])
+    window, recovery, back = change[1:5], change[5:9], change[9:25]
+    assert window == pytest.approx(-30.0, abs=1e-6)
+    assert np.abs(recovery).max() < 1e-6 * 30.0
+    deferred_kwh = -window.sum() * dt_h
+    returned_kwh = back.sum() * dt_h
+    assert returned_kwh == pytest.approx(deferred_kwh, rel=1e-2)
+    assert back.max() <= 1.05 * deferred_kwh / 4.0  # the flat spread over 4 h [kW]
+    assert states[0].n_unmet == 0 and states[1].n_reserve_breaches == 0
 
 
 def test_request_beyond_the_room_gives_a_shortfall_not_an_error():
@@ -293,8 +331,10 @@ def test_hand_made_envelope_splits_as_the_merit_order():
 
 def test_plan_reused_between_resolves():
     fleets = [_towers(4)]
+    # Against the tick's default power (reference state), a kept plan's later ticks are exact; against the
+    # no-call model they are as good as the plan's forecast of its own catch-up (tested above, every tick).
     pf, _, moved = _run(fleets, "optimal", 4.0, n_ticks=6, start_s=0.0, end_s=5400.0,
-                        config=OptimalConfig(resolve_every_ticks=3))
+                        config=OptimalConfig(resolve_every_ticks=3, reference="state"))
     assert pf.optimal.n_solves == 2 and pf.optimal.n_reused == 4
     for req, got in moved:
         assert got == pytest.approx(req, abs=1e-6)

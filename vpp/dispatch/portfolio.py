@@ -221,6 +221,10 @@ class Portfolio:
                     continue
                 d_kw = self.optimal.split(self, p_kw, env, float(delta_kw), self._selection(call), call)
                 instructed[call.call_id] = np.bincount(self.bus_idx, weights=d_kw, minlength=self.n_bus)
+            # Calls whose window has ended: their recovery plans (the deferred energy comes back late).
+            active = {call.call_id for call, delta_kw in requests if delta_kw != 0.0}
+            for cid, d_kw in self.optimal.recover(self, p_kw, env, active).items():
+                instructed[cid] = np.bincount(self.bus_idx, weights=d_kw, minlength=self.n_bus)
             return p_kw, instructed
         # The compiled split stands in for the built-in strategies only; any other callable runs as given.
         # (Matched by identity: an allocator need not be hashable.)

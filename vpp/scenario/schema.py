@@ -635,7 +635,25 @@ class OptimalDispatchConfig(StrictModel):
     bucket_s: real(ge=60.0, le=MAX_DURATION_S) = Field(
         3600.0, description="width of the departure buckets that group EV sessions [s]"
     )
-    max_horizon_ticks: whole(ge=1, le=10_000) = Field(288, description="longest call window planned at once [ticks]")
+    max_horizon_ticks: whole(ge=1, le=10_000) = Field(
+        288, description="longest horizon planned at once, call window and recovery window [ticks]"
+    )
+    reference: Literal["no_call", "state"] = Field(
+        "no_call", description="what a request is a change against: no_call, the operator's model of its devices "
+        "without the call, from the call's first plan; state, the forecast from the devices' current state "
+        "(which drifts as the call moves energy)",
+    )
+    default_recovery_s: real(ge=0.0, le=MAX_DURATION_S) = Field(
+        0.0, description="recovery window held at the no-call level after a call that names none [s]"
+    )
+    return_s: real(ge=0.0, le=MAX_DURATION_S) = Field(
+        14400.0, description="after the recovery window, the energy a call moved returns over this long with the "
+        "smallest peak the plan finds (reference no_call; 0: all at once) [s]",
+    )
+    rebound_penalty_cny_per_kwh: real(ge=0.0, le=1e6) | None = Field(
+        None, description="price of rebound in the recovery window, below the shortfall penalty so that delivery "
+        "comes first (default 10 x (1 + the largest device cost)) [CNY/kWh]",
+    )
 
 
 class DispatchConfig(StrictModel):
