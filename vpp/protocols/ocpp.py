@@ -79,6 +79,8 @@ __all__ = [
     "parse_station",
     "select_chargers",
     "compare",
+    "OcppRun",
+    "run_over_ocpp",
 ]
 
 SUBPROTOCOL = "ocpp2.0.1"
@@ -671,3 +673,39 @@ def compare(memory: Tap, wire: OcppSouthbound):
         "n_readings_missing": int(df["e_wire_kwh"].isna().sum()),
     }
     return df, summary
+
+
+@dataclass
+class OcppRun:
+    """The outcome of :func:`run_over_ocpp`: the comparison and what went over the wire."""
+
+    fleet: str
+    operator: str
+    devices: np.ndarray
+    frame: object  # pandas.DataFrame of :func:`compare`
+    summary: dict
+    stats: dict
+    log: list[dict]
+    wall_memory_s: float
+    wall_wire_s: float
+
+
+def run_over_ocpp(scenario, fleet, devices: Sequence[int], *, tick_timeout_s: float = 2.0) -> OcppRun:
+    """Run ``scenario`` twice: in memory (the reference) and with ``devices`` of ``fleet`` over OCPP 2.0.1.
+
+    ``fleet`` is the EV fleet object of this scenario's plant
+    (:func:`vpp.build.build_plant`); the runs rebuild the plant from the same
+    seed. Raises :class:`V2GRefused` (before any run) for a V2G charger.
+    """
+    from vpp.run import run_scenario
+
+    sb = OcppSouthbound.for_fleet(fleet, devices, tick_timeout_s=tick_timeout_s)
+    tap = Tap(fleet.name, sb.devices)
+    t0 = time.perf_counter()
+    run_scenario(scenario, southbound={fleet.operator: tap})
+    t1 = time.perf_counter()
+    with sb:
+        run_scenario(scenario, southbound={fleet.operator: sb})
+    t2 = time.perf_counter()
+    frame, summary = compare(tap, sb)
+    return OcppRun(fleet.name, fleet.operator, sb.devices, frame, summary, sb.stats(), sb.log, t1 - t0, t2 - t1)
