@@ -635,7 +635,7 @@ def ocpp_cmd(
         f"{s['e_wire_kwh']:.4f} kWh (difference {s['e_wire_kwh'] - s['e_memory_kwh']:+.6f} kWh)",
         f"max |wire - memory| per tick and charger: {s['max_abs_diff_kw'] if s['max_abs_diff_kw'] is not None else float('nan'):.6f} kW "
         f"(energy register), {s['max_abs_power_diff_kw']:.6f} kW (reported power); readings missing: "
-        f"{s['n_readings_missing']}; setpoints below the rating: {s['n_setpoints_below_rating']} of "
+        f"{s['n_readings_missing']}; setpoints between 0 and the rating: {s['n_setpoints_partial']} of "
         f"{s['n_setpoints']}",
         f"SetChargingProfile: {scp['sent']} sent, {scp['accepted']} accepted, {scp['rejected']} rejected, "
         f"{scp['call_error']} CallError, {scp['timed_out']} late, {scp['not_connected']} not connected; round trip "

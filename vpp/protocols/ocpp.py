@@ -671,9 +671,9 @@ def compare(memory: Tap, wire: OcppSouthbound):
         "max_abs_diff_tick_kwh": float((per_tick["e_wire_kwh"] - per_tick["e_memory_kwh"]).abs().max()),
         "max_abs_power_diff_kw": float((df["p_wire_kw"] - df["p_memory_kw"]).abs().max()),
         "n_readings_missing": int(df["e_wire_kwh"].isna().sum()),
-        # How often the operator held a charger below its rating (the profiles shaped the sample) [-].
-        "n_setpoints_below_rating": int((df["p_set_memory_kw"] < df["device"].map(
-            dict(zip(wire.devices.tolist(), wire.p_rated_kw.tolist()))) - 0.05).sum()),
+        # Setpoints strictly between off and the rating (a limit that shapes the draw, not just on or off) [-].
+        "n_setpoints_partial": int(((df["p_set_memory_kw"] > 0.05) & (df["p_set_memory_kw"] < df["device"].map(
+            dict(zip(wire.devices.tolist(), wire.p_rated_kw.tolist()))) - 0.05)).sum()),
         "n_setpoints": int(len(df)),
     }
     return df, summary
