@@ -542,6 +542,125 @@ def firm_cmd(
         typer.echo("written: " + ", ".join(str(p) for p in paths))
 
 
+@app.command("ocpp")
+def ocpp_cmd(
+    scenario: Annotated[Path, typer.Argument(help="scenario file (.yaml, .yml or .toml)")],
+    fleet: Annotated[str, typer.Option("--fleet", help="the EV fleet whose chargers go on the wire")],
+    operator: Annotated[Optional[str], typer.Option(
+        "--operator", help="the operator that owns --fleet (checked; default: the fleet's own)")] = None,
+    sample: Annotated[Optional[int], typer.Option(
+        "--sample", help="number of chargers drawn from the fleet's charge-only ones (default 20)")] = None,
+    station: Annotated[Optional[list[str]], typer.Option(
+        "--station", help="a charger instead of a sample: <fleet>-<i> or <i> (repeatable)")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="override the scenario's seed")] = None,
+    timeout_s: Annotated[float, typer.Option(
+        "--timeout-s", help="per-tick deadline for a station's answer [s]; a later one leaves the previous "
+                            "limit in force")] = 2.0,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="directory for ocpp.json and ocpp_ticks.csv (absent or empty); default: print only")]
+    = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print the summary lines only")] = False,
+) -> None:
+    """Send an operator's setpoints for sampled chargers as OCPP 2.0.1 SetChargingProfile over loopback.
+
+    The scenario runs twice: in memory, and with the sampled chargers as
+    simulated charging stations of a CSMS on 127.0.0.1 (each holds the limit
+    it accepted and reports MeterValues every tick). Prints, for the sample,
+    the energy over the wire against the in-memory run, message counts and
+    round-trip latencies. V2G chargers cannot be sampled (a 2.0.1 charging
+    profile cannot express discharge). Exit 2 for bad input or without the
+    extra vpp[protocols].
+    """
+    try:
+        import ocpp  # noqa: F401
+        import websockets  # noqa: F401
+    except ImportError:
+        _fail("vpp ocpp needs the optional protocol libraries: install vpp[protocols]", EXIT_BAD_INPUT)
+    import json
+
+    import numpy as np
+
+    from vpp.build import build_plant
+    from vpp.protocols import ocpp as proto
+    from vpp.scenario import ScenarioError
+
+    sc = _load(scenario, seed)
+    fleets = {f.name: f for f in sc.fleets}
+    ev = [f.name for f in sc.fleets if f.kind == "ev"]
+    if fleet not in fleets:
+        _fail(f"--fleet: unknown {fleet!r}; allowed (EV fleets): {', '.join(ev) or 'none in this scenario'}",
+              EXIT_BAD_INPUT)
+    if fleets[fleet].kind != "ev":
+        _fail(f"--fleet: {fleet!r} is a {fleets[fleet].kind!r} fleet; OCPP steers chargers only; allowed (EV "
+              f"fleets): {', '.join(ev) or 'none in this scenario'}", EXIT_BAD_INPUT)
+    operators = list(dict.fromkeys(f.operator for f in sc.fleets))
+    if operator is not None and operator not in operators:
+        _fail(f"--operator: unknown {operator!r}; allowed: {', '.join(operators)}", EXIT_BAD_INPUT)
+    if operator is not None and fleets[fleet].operator != operator:
+        own = [f.name for f in sc.fleets if f.operator == operator and f.kind == "ev"]
+        _fail(f"--fleet: {fleet!r} belongs to operator {fleets[fleet].operator!r}, not {operator!r}; "
+              f"{operator!r}'s EV fleets: {', '.join(own) or 'none'}", EXIT_BAD_INPUT)
+    if sample is not None and station:
+        _fail("--sample and --station exclude each other; give one", EXIT_BAD_INPUT)
+    if not timeout_s > 0.0:
+        _fail(f"--timeout-s: {timeout_s:g} must be > 0", EXIT_BAD_INPUT)
+    if out is not None and (out.is_file() or (out.is_dir() and any(out.iterdir()))):
+        _fail(f"--out {out} exists and is not an empty directory; choose another", EXIT_BAD_INPUT)
+    try:
+        plant = build_plant(sc)
+    except ScenarioError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    f = next(x for x in plant.fleets if x.name == fleet)
+    try:
+        if station:
+            devices = np.unique([proto.parse_station(fleet, s, f.n) for s in station])
+        else:
+            # The sample is drawn from its own stream of the scenario seed: the same chargers every run.
+            rng = np.random.default_rng(np.random.SeedSequence(sc.seed, spawn_key=(12, 4)))
+            devices = proto.select_chargers(f.v2g, 20 if sample is None else sample, rng)
+        result = proto.run_over_ocpp(sc, f, devices, tick_timeout_s=timeout_s)
+    except ValueError as exc:  # unknown station, sample size, V2G charger (V2GRefused)
+        _fail(str(exc), EXIT_BAD_INPUT)
+    s, st = result.summary, result.stats
+    scp, mv = st["set_charging_profile"], st["meter_values"]
+    lat_p, lat_m = st["latency_set_charging_profile"], st["latency_meter_values"]
+
+    def ms(q: dict, key: str) -> str:
+        return "n/a" if q[key] is None else f"{q[key] * 1000.0:.1f} ms"
+
+    lines = [
+        f"{sc.name}: fleet {fleet} (operator {result.operator}), {s['n_stations']} chargers as OCPP 2.0.1 stations, "
+        f"{s['n_ticks']} ticks of {sc.time.dt_s:g} s",
+        f"energy to the sample: in memory {s['e_memory_kwh']:.4f} kWh, over the wire (MeterValues) "
+        f"{s['e_wire_kwh']:.4f} kWh (difference {s['e_wire_kwh'] - s['e_memory_kwh']:+.6f} kWh)",
+        f"max |wire - memory| per tick and charger: {s['max_abs_diff_kw'] if s['max_abs_diff_kw'] is not None else float('nan'):.6f} kW "
+        f"(energy register), {s['max_abs_power_diff_kw']:.6f} kW (reported power); readings missing: "
+        f"{s['n_readings_missing']}; setpoints between 0 and the rating: {s['n_setpoints_partial']} of "
+        f"{s['n_setpoints']}",
+        f"SetChargingProfile: {scp['sent']} sent, {scp['accepted']} accepted, {scp['rejected']} rejected, "
+        f"{scp['call_error']} CallError, {scp['timed_out']} late, {scp['not_connected']} not connected; round trip "
+        f"median {ms(lat_p, 'median_s')}, p99 {ms(lat_p, 'p99_s')}",
+        f"MeterValues: {mv['messages']} sent, {mv['readings_received']} readings received, {mv['readings_pending']} "
+        f"pending; round trip median {ms(lat_m, 'median_s')}, p99 {ms(lat_m, 'p99_s')}",
+        f"BootNotification {st['boot_notification']}, StatusNotification {st['status_notification']}, "
+        f"reconnections {st['reconnections']}, logged rejections {st['n_logged']}; wall: in memory "
+        f"{result.wall_memory_s:.1f} s, over the wire {result.wall_wire_s:.1f} s",
+    ]
+    if not quiet:
+        per_tick = result.frame.groupby("t_s")[["e_memory_kwh", "e_wire_kwh"]].sum(min_count=1)
+        lines.append("\nper tick (sample total) [kWh]:\n" + per_tick.to_string(float_format=lambda x: f"{x:.4f}"))
+    typer.echo("\n".join(lines))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        doc = {"scenario": sc.name, "fleet": fleet, "operator": result.operator,
+               "stations": proto.station_ids(fleet, result.devices), "tick_timeout_s": timeout_s,
+               "summary": s, "messages": st, "log": result.log,
+               "wall_memory_s": result.wall_memory_s, "wall_wire_s": result.wall_wire_s}
+        (out / "ocpp.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
+        result.frame.to_csv(out / "ocpp_ticks.csv", index=False)
+        typer.echo(f"written to {out}/ocpp.json and {out}/ocpp_ticks.csv")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

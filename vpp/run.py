@@ -138,6 +138,7 @@ def run_scenario(
     strict: bool = False,
     warn: Callable[[str], None] | None = None,
     grid=None,
+    southbound=None,
 ) -> Results:
     """Simulate ``scenario`` and return its :class:`~vpp.metrics.results.Results`.
 
@@ -154,7 +155,9 @@ def run_scenario(
     ``summary["warnings"]``. ``grid``: a prebuilt :class:`~vpp.grid.model.GridModel` for this scenario
     (:func:`vpp.build.build_grid`), its VPP loads not yet attached; the run
     attaches them, so give each run its own copy (``GridModel.clone()``). A
-    sweep uses it to load a network once per worker.
+    sweep uses it to load a network once per worker. ``southbound``: operator name ->
+    a :class:`~vpp.sim.agents.Southbound` through which some of its devices' setpoints pass
+    before each step (e.g. :class:`vpp.protocols.ocpp.OcppSouthbound`); ``None``: none.
 
     Raises :class:`ScenarioError` before any work when the scenario cannot run
     on its grid, and :class:`RunError` (with partial results) when a run
@@ -199,6 +202,7 @@ def run_scenario(
         platform_policy=PlatformPolicy(pc.acceptance, pc.min_acceptance, pc.tracking, pc.tracking_reference,
                                        pc.tracking_gain, pc.recovery),
         ignore=ignore,
+        southbound=southbound,
     )
     engine.platform.strategy = d.platform_strategy
     fleets = engine.fleets  # operator order: the order of every per-fleet array below

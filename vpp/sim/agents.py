@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 import simpy
@@ -44,7 +45,7 @@ from vpp.sim.messages import (
     Telemetry,
 )
 
-__all__ = ["CongestionPolicy", "GridOperatorAgent", "PlatformAgent", "PlatformPolicy", "OperatorAgent"]
+__all__ = ["CongestionPolicy", "GridOperatorAgent", "PlatformAgent", "PlatformPolicy", "OperatorAgent", "Southbound"]
 
 PRE_EVENT_S = 900.0  # the pre-event reference of tracking: metered power over the 15 min before a call [s]
 
@@ -59,6 +60,19 @@ class PlatformPolicy:
     tracking_reference: str = "offers"  # "offers" or "pre_event"
     tracking_gain: float = 0.5  # integral gain per telemetry tick [-]
     recovery: str = "none"  # "release": hand devices back gradually over each call's recovery_s
+
+
+class Southbound(Protocol):
+    """What an operator's optional southbound link offers (see :class:`OperatorAgent`)."""
+
+    fleet: str  # the fleet whose devices it serves
+    devices: np.ndarray  # their positions in that fleet [-]
+
+    def exchange(self, t_s: float, dt_s: float, p_set_kw: np.ndarray) -> np.ndarray:
+        """The devices' setpoints for the tick [kW] -> the limits they hold for it [kW]."""
+
+    def metered(self, t_s: float, dt_s: float, p_kw: np.ndarray) -> None:
+        """The power the devices drew over the tick [kW]."""
 
 
 def _call_order(call: DRCall) -> tuple[float, str]:
@@ -487,10 +501,20 @@ class OperatorAgent:
     instruction's share is a fixed fraction of its call version's largest
     request (``delta_kw``); it follows that version's profile (intervals,
     ramp-up, cancellation) exactly over the time it is in force.
+
+    **Southbound** (optional, ``None`` by default): an object that carries the
+    setpoints of some of the operator's devices to them over a real protocol
+    (:class:`vpp.protocols.ocpp.OcppSouthbound`). It names one of the
+    operator's fleets (``fleet``) and devices in it (``devices``, positions in
+    that fleet). At the tick end, after the split, :meth:`Southbound.exchange`
+    gets those devices' setpoints and returns the limits the devices hold
+    (what arrived and was accepted); those are the setpoints stepped, still
+    bounded by each device's envelope. After the step :meth:`Southbound.metered`
+    gets the power they drew. Without one, nothing of this runs.
     """
 
     def __init__(self, env: simpy.Environment, name: str, portfolio: Portfolio, *,
-                 ignore: np.ndarray | None = None, bus_telemetry: bool = False):
+                 ignore: np.ndarray | None = None, bus_telemetry: bool = False, southbound=None):
         self.env = env
         self.name = name
         self.portfolio = portfolio
@@ -508,6 +532,14 @@ class OperatorAgent:
         self.bus_telemetry = bus_telemetry  # send metered and offered default power per bus (tracking)
         self.declined: set[str] = set()  # calls whose share this operator declined
         self._tick = (0.0, 60.0)  # (t_s, dt_s) of the tick in progress
+        self.southbound = southbound
+        self._sb_pos: np.ndarray | None = None  # the southbound devices' positions in the portfolio
+        if southbound is not None:
+            lo = {f.name: lo for f, lo, _ in portfolio.slices()}
+            if southbound.fleet not in lo:
+                raise ValueError(f"southbound of operator {name!r}: fleet {southbound.fleet!r} is not one of its "
+                                 f"fleets; allowed: {', '.join(sorted(lo))}")
+            self._sb_pos = lo[southbound.fleet] + np.asarray(southbound.devices, dtype=np.int64)
 
     def _receive(self, t_s: float, msg) -> None:
         if isinstance(msg, EnergyQuery):
@@ -617,7 +649,12 @@ class OperatorAgent:
         p_set_kw, instructed = self.portfolio.setpoints(self.envelope, self.requests(t_s, dt_s))
         if self.ignore is not None:
             np.copyto(p_set_kw, self.envelope.p_default_kw, where=self.ignore)
+        sb = self.southbound
+        if sb is not None:
+            p_set_kw[self._sb_pos] = sb.exchange(t_s, dt_s, p_set_kw[self._sb_pos])
         self.p_kw = self.portfolio.step(self.states, p_set_kw, t_s, dt_s)
+        if sb is not None:
+            sb.metered(t_s, dt_s, self.p_kw[self._sb_pos])
         if self.bus_telemetry:
             p_bus_kw = np.zeros(self.portfolio.n_bus)
             sum_by_bus(self.portfolio.bus_idx, self.p_kw, p_bus_kw, use_numba=NUMBA_AVAILABLE)

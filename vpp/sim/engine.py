@@ -127,6 +127,7 @@ class Engine:
         congestion_policy=None,
         platform_policy=None,
         ignore: Mapping[str, np.ndarray] | None = None,
+        southbound: Mapping[str, object] | None = None,
     ):
         self.portfolios = dict(portfolios)
         self.calls = list(calls)
@@ -141,7 +142,13 @@ class Engine:
         self.platform.fleets_of = {name: {f.name for f in pf.fleets} for name, pf in self.portfolios.items()}
         track = self.platform.policy.tracking
         ignore = ignore or {}
-        self.operators = [OperatorAgent(env, name, pf, ignore=ignore.get(name), bus_telemetry=track)
+        southbound = dict(southbound or {})
+        unknown = sorted(set(southbound) - set(self.portfolios))
+        if unknown:
+            raise ValueError(f"southbound: unknown operator {', '.join(map(repr, unknown))}; allowed: "
+                             f"{', '.join(self.portfolios)}")
+        self.operators = [OperatorAgent(env, name, pf, ignore=ignore.get(name), bus_telemetry=track,
+                                        southbound=southbound.get(name))
                           for name, pf in self.portfolios.items()]
         self.fleets: list[Fleet] = [f for pf in self.portfolios.values() for f in pf.fleets]
         self.twin = Twin(self.fleets) if twin else None
