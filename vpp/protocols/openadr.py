@@ -857,7 +857,12 @@ class VEN:
         ``stop()`` (a reason or None) is asked between ticks, as in
         :func:`vpp.run.run_scenario`; the results are then marked incomplete.
         """
-        await self.register()
+        try:
+            await self.register()
+        except BaseException:
+            if self.client.client_session is not None:
+                await self.client.client_session.close()
+            raise
         engine = self.session.engine
         tasks = [asyncio.create_task(self._poll_loop()), asyncio.create_task(self._report_loop())]
         error = stopped_by = None
