@@ -405,6 +405,7 @@ class VTN:
         self.dirty: set[str] = set()  # VENs whose events changed since their last poll
         self.reports: list[dict] = []  # {"ven_id", "t_s", "p_kw"} per tick reported
         self.registered = asyncio.Event()
+        self.server.app.middlewares.append(self._guard)
         self._runner = None
         self._site = None
 
@@ -522,6 +523,29 @@ class VTN:
         return [(t_s, v) for t_s, _, _, v in rows]
 
     # HTTP endpoint
+    @property
+    def _guard(self):
+        from aiohttp import web
+
+        @web.middleware
+        async def guard(request, handler):
+            """Log every message the VTN refuses; refuse unsigned messages under TLS with a clear reason."""
+            service = request.path.rsplit("/", 1)[-1]
+            if request.secure:
+                reason = _signature_problem(request, await request.read())
+                if reason is not None:
+                    self.timeline.add("rejected", service=service, status=403, reason=reason)
+                    log.warning("VTN: %s message rejected: %s", service, reason)
+                    return web.Response(text=reason, status=403)
+            response = await handler(request)
+            if response.status >= 400:
+                reason = (response.text or "")[:300]
+                self.timeline.add("rejected", service=service, status=response.status, reason=reason)
+                log.warning("VTN: %s message rejected (HTTP %s): %s", service, response.status, reason)
+            return response
+
+        return guard
+
     async def start(self) -> None:
         """Bind and serve (a bound ``port`` 0 is replaced by the port chosen)."""
         from aiohttp import web
@@ -581,6 +605,37 @@ class VTN:
             f"{r['ven_id']},{r['t_s']:g},{self.clock.to_datetime(r['t_s']).isoformat()},{r['p_kw']!r}"
             for r in sorted(self.reports, key=lambda r: (r["ven_id"], r["t_s"]))]
         (out / "reports.csv").write_text("\n".join(lines) + "\n")
+
+
+def _signature_problem(request, body: bytes) -> str | None:
+    """Why a message that came over TLS fails OpenADR's signature rules, or None when it passes.
+
+    It must carry an XML signature that verifies, made with the certificate
+    the client presented in the TLS handshake (openleadr then checks the
+    signer against the certificate the VEN registered with, and replays). A payload that is not XML is left to openleadr (HTTP 400).
+    """
+    from lxml.etree import XMLSyntaxError
+    from openleadr.messaging import VERIFIER, validate_xml_schema
+    from openleadr.utils import certificate_fingerprint, ensure_bytes, extract_pem_cert, get_cert_fingerprint_from_request
+
+    try:
+        tree = validate_xml_schema(body)
+    except XMLSyntaxError:
+        return None
+    if tree.find(".//{http://www.w3.org/2000/09/xmldsig#}X509Certificate") is None:
+        return "unsigned message: this VTN requires OpenADR XML signatures"
+    try:
+        # The signature alone: openleadr checks it again with its replay protection (nonces are single-use,
+        # so that check must run once) for every message that names a VEN.
+        cert = extract_pem_cert(tree)
+        VERIFIER.verify(tree, x509_cert=ensure_bytes(cert), expect_references=2)
+        signer = certificate_fingerprint(cert)
+    except Exception as exc:
+        return f"the XML signature does not verify ({type(exc).__name__}: {exc})"
+    peer = get_cert_fingerprint_from_request(request)
+    if signer != peer:
+        return f"signed with certificate {signer}, not the TLS client certificate {peer}"
+    return None
 
 
 # --- the VEN --------------------------------------------------------------------------------------------
@@ -663,6 +718,9 @@ class VEN:
                     break
                 if time.monotonic() >= deadline:
                     why = self._errors.last or "no registration id in the reply"
+                    if self.client.cert_path and "reset" in why.lower():
+                        why += ("; the VTN closed the TLS handshake: is this VEN's certificate valid, unexpired "
+                                "and signed by a CA the VTN trusts?")
                     raise VTNUnreachable(f"--vtn {self.vtn_url}: could not register within "
                                          f"{self.connect_timeout_s:g} s ({why})")
                 await asyncio.sleep(min(1.0, self.poll_s))
