@@ -216,6 +216,12 @@ def _seconds(value) -> float | None:
     raise EventRejected(f"expected a duration, got {value!r}")
 
 
+def _period_field(period: dict, name: str):
+    """``x-ei<Name>`` of an active period: openleadr parses it as ``name``, builds it as ``name_period``."""
+    value = period.get(name)
+    return period.get(f"{name}_period") if value is None else value
+
+
 def _targets(event: dict) -> list[dict]:
     out = []
     raw = event.get("targets") or []
@@ -336,14 +342,15 @@ def event_to_call(event: dict, clock: SimClock, plant: PlantIndex, received_s: f
             # ven_id, party_id and other targets name this VEN as a whole: no narrowing
     market = str(event["event_descriptor"].get("market_context") or "")
     tier = market[len(MARKET_PREFIX):] if market.startswith(MARKET_PREFIX) else None
-    notice = _seconds(period.get("notification_period"))
+    notice = _seconds(_period_field(period, "notification"))
     notification_s = min(start_s, start_s - notice if notice is not None else received_s)
     response = event.get("response_required") or "always"
     try:
         return DRCall(
             call_id=call_id, start_s=start_s, end_s=end_s, notification_s=notification_s,
             bus_idx=tuple(bus_idx) if bus_idx else None, modification=modification,
-            recovery_s=_seconds(period.get("recovery_period")), ramp_up_s=_seconds(period.get("ramp_up_period")) or 0.0,
+            recovery_s=_seconds(_period_field(period, "recovery")),
+            ramp_up_s=_seconds(_period_field(period, "ramp_up")) or 0.0,
             operators=tuple(operators) if operators else None, fleets=tuple(fleets) if fleets else None,
             response_required=response if response in ("always", "never") else "always", tier=tier or None,
             cancelled=status == "cancelled", origin="openadr", **fields,
