@@ -717,9 +717,14 @@ def ven_cmd(
     _protocol_logging(quiet)
     import asyncio
 
-    from vpp.protocols.openadr import VEN, VTNUnreachable
+    from vpp.protocols.openadr import VEN, VTNUnreachable, probe_vtn
     from vpp.run import RunError, prepare_run
     from vpp.scenario import ScenarioError
+
+    try:  # before building the plant: a wrong URL is an error at start, nothing done
+        asyncio.run(probe_vtn(vtn, tls=tls, vtn_fingerprint=vtn_fingerprint, connect_timeout_s=connect_timeout_s))
+    except VTNUnreachable as err:
+        _fail(f"{err}; nothing written", EXIT_BAD_INPUT)
 
     def warn(line: str) -> None:
         typer.echo(f"warning: {line}", err=True)

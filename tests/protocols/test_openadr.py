@@ -11,6 +11,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -212,7 +213,7 @@ def test_an_unreachable_url_is_a_clear_error_at_start(idle_session, tmp_path):
         asyncio.run(attempt())
     out = tmp_path / "out"
     r = _vpp("ven", str(SMALL), "--vtn", url, "--connect-timeout-s", "0.2", "--out", str(out), "-q")
-    assert r.returncode == 2 and "could not register" in r.stderr and "nothing written" in r.stderr
+    assert r.returncode == 2 and "could not reach the VTN" in r.stderr and "nothing written" in r.stderr
     assert not out.exists()
 
 
@@ -310,9 +311,20 @@ def test_an_event_for_an_unknown_bus_is_rejected_naming_it():
 # --- the command line ----------------------------------------------------------------------------------
 
 
-def _vpp(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "vpp.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+@dataclass
+class _Ran:
+    returncode: int
+    stderr: str
+
+
+def _vpp(*args):
+    """The CLI in this process (a subprocess would pay vpp's import time per call)."""
+    from typer.testing import CliRunner
+
+    from vpp.cli import app
+
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    return _Ran(r.exit_code, r.output)
 
 
 def test_binding_off_loopback_needs_tls(tmp_path):
@@ -352,8 +364,9 @@ def test_two_processes_match_the_in_memory_run(tmp_path):
     vtn = subprocess.Popen([sys.executable, "-m", "vpp.cli", "vtn", str(scenario), "--port", str(port), "--speed",
                             "2000", "--poll-s", "0.2", "--out", str(tmp_path / "vtn"), "-q"])
     try:
-        r = _vpp("ven", str(scenario), "--vtn", f"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b", "--speed", "2000",
-                 "--poll-s", "0.2", "--out", str(tmp_path / "ven"), "-q")
+        r = subprocess.run([sys.executable, "-m", "vpp.cli", "ven", str(scenario), "--vtn",
+                            f"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b", "--speed", "2000", "--poll-s", "0.2",
+                            "--out", str(tmp_path / "ven"), "-q"], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         assert vtn.wait(timeout=60) == 0
     finally:

@@ -72,7 +72,7 @@ from vpp.protocols.tls import TLSFiles
 
 __all__ = [
     "ProtocolsMissing", "VTNUnreachable", "EventRejected", "Timeline", "VTN", "VEN", "call_to_event",
-    "event_to_call", "require_openleadr",
+    "event_to_call", "require_openleadr", "probe_vtn",
 ]
 
 log = logging.getLogger("vpp.protocols.openadr")
@@ -195,8 +195,11 @@ def call_to_event(version: DRCall, clock: SimClock, bus_labels, ven_id: str):
         market_context=MARKET_PREFIX + version.tier if version.tier else MARKET_NO_TIER,
         event_status="cancelled" if version.cancelled else "far",
     )
-    return objects.Event(event_descriptor=descriptor, event_signals=signals, targets=targets, active_period=period,
-                         response_required=version.response_required)
+    event = objects.Event(event_descriptor=descriptor, event_signals=signals, targets=targets, active_period=period,
+                          response_required=version.response_required)
+    # openleadr sets the status from the wall clock; ours is the simulated one (the VTN sets far/near/active)
+    event.event_descriptor.event_status = "cancelled" if version.cancelled else "far"
+    return event
 
 
 @dataclass
@@ -705,34 +708,18 @@ class VEN:
         self.unsent: list[tuple[float, float]] = []  # (t_s, p_kw) of ticks not yet acknowledged by the VTN
         self.n_reported = 0
         self._online = True
-        self._errors = _LastError()
         self._stop = False
 
     # --- registration and polling
     async def register(self) -> None:
         """Register with the VTN, retrying for ``connect_timeout_s``; :class:`VTNUnreachable` then."""
-        lg = logging.getLogger("openleadr")
-        lg.addHandler(self._errors)
-        deadline = time.monotonic() + self.connect_timeout_s
         c = self.client
-        try:
-            while True:
-                try:
-                    await c.create_party_registration(ven_id=c.ven_id)
-                except Exception as exc:  # a reply openleadr cannot unpack
-                    self._errors.last = f"{type(exc).__name__}: {exc}"
-                if c.registration_id:
-                    break
-                if time.monotonic() >= deadline:
-                    why = self._errors.last or "no registration id in the reply"
-                    if self.client.cert_path and "reset" in why.lower():
-                        why += ("; the VTN closed the TLS handshake: is this VEN's certificate valid, unexpired "
-                                "and signed by a CA the VTN trusts?")
-                    raise VTNUnreachable(f"--vtn {self.vtn_url}: could not register within "
-                                         f"{self.connect_timeout_s:g} s ({why})")
-                await asyncio.sleep(min(1.0, self.poll_s))
-        finally:
-            lg.removeHandler(self._errors)
+
+        async def ask():
+            await c.create_party_registration(ven_id=c.ven_id)
+            return bool(c.registration_id)
+
+        await _retry(ask, c, self.vtn_url, self.connect_timeout_s, min(1.0, self.poll_s), "register")
         if not self.clock.started:
             self.clock.start()
         self.timeline.add("registered", ven_id=c.ven_id, url=self.vtn_url)
@@ -967,6 +954,58 @@ class VEN:
                 "opt_latency": self.timeline.opt_latencies("received", "opt_sent"),
                 "n_ticks_reported": self.n_reported, "n_ticks_unsent": len(self.unsent),
                 "rejected": [r for r in self.timeline.rows if r["what"] == "rejected"]}
+
+
+async def _retry(ask, client, url: str, timeout_s: float, every_s: float, what: str) -> None:
+    """Call ``ask()`` until it returns True, for ``timeout_s`` wall seconds; :class:`VTNUnreachable` then."""
+    errors = _LastError()
+    lg = logging.getLogger("openleadr")
+    lg.addHandler(errors)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                if await ask():
+                    return
+            except Exception as exc:  # a reply openleadr cannot unpack
+                errors.last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= deadline:
+                why = errors.last or "the VTN did not accept the request"
+                if client.cert_path and "reset" in why.lower():
+                    why += ("; the VTN closed the TLS handshake: is this VEN's certificate valid, unexpired and "
+                            "signed by a CA the VTN trusts?")
+                raise VTNUnreachable(f"--vtn {url}: could not {what} within {timeout_s:g} s ({why})")
+            await asyncio.sleep(every_s)
+    finally:
+        lg.removeHandler(errors)
+
+
+async def probe_vtn(url: str, *, tls: TLSFiles | None = None, vtn_fingerprint: str | None = None,
+                    connect_timeout_s: float = 30.0) -> None:
+    """Check that a VTN answers at ``url`` (oadrQueryRegistration, which registers nothing).
+
+    Retries for ``connect_timeout_s`` wall seconds, then raises
+    :class:`VTNUnreachable`. The CLI calls it before building the plant, so
+    that a wrong URL is an error at start with nothing done.
+    """
+    require_openleadr()
+    from openleadr import OpenADRClient
+
+    kw = {}
+    if tls is not None:
+        kw = dict(cert=str(tls.cert), key=str(tls.key), ca_file=str(tls.ca), vtn_fingerprint=vtn_fingerprint,
+                  check_hostname=False)
+    client = OpenADRClient(ven_name="vpp-probe", vtn_url=url, show_fingerprint=False, **kw)
+
+    async def ask():
+        kind, _ = await client.query_registration()
+        return kind is not None
+
+    try:
+        await _retry(ask, client, url, connect_timeout_s, 0.2, "reach the VTN")
+    finally:
+        if client.client_session is not None:
+            await client.client_session.close()
 
 
 def _new_id() -> str:
