@@ -961,6 +961,7 @@ async def _retry(ask, client, url: str, timeout_s: float, every_s: float, what: 
     errors = _LastError()
     lg = logging.getLogger("openleadr")
     lg.addHandler(errors)
+    propagate, lg.propagate = lg.propagate, False  # one error at the end says why, not one per attempt
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -978,6 +979,7 @@ async def _retry(ask, client, url: str, timeout_s: float, every_s: float, what: 
             await asyncio.sleep(every_s)
     finally:
         lg.removeHandler(errors)
+        lg.propagate = propagate
 
 
 async def probe_vtn(url: str, *, tls: TLSFiles | None = None, vtn_fingerprint: str | None = None,
