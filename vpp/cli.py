@@ -587,16 +587,19 @@ _VTN_FILES = ("protocol.json", "reports.csv")
 @app.command("vtn")
 def vtn_cmd(
     scenario: Annotated[Path, typer.Argument(help="scenario file whose dr_calls the VTN issues")],
-    host: Annotated[str, typer.Option("--host", help="address to bind (off loopback: --cert, --key, --ca)")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        "--host", help="address to bind (off loopback: --cert, --key, --ca)")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free one)")] = 8080,
     speed: Annotated[float, typer.Option("--speed", help="simulated seconds per wall second")] = 60.0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="directory for protocol.json and reports.csv "
                                                  "(default: results/<name>-vtn)")] = None,
     poll_s: Annotated[float, typer.Option("--poll-s", min=0.05, help="polling interval asked of VENs [wall s]")] = 1.0,
-    wait_s: Annotated[float, typer.Option("--wait-s", min=0.0, help="how long to wait for a first VEN [wall s]")] = 300.0,
+    wait_s: Annotated[float, typer.Option(
+        "--wait-s", min=0.0, help="how long to wait for a first VEN [wall s]")] = 300.0,
     cert: Annotated[Optional[Path], typer.Option("--cert", help=_TLS_HELP.format(what="certificate"))] = None,
     key: Annotated[Optional[Path], typer.Option("--key", help=_TLS_HELP.format(what="private key"))] = None,
-    ca: Annotated[Optional[Path], typer.Option("--ca", help=_TLS_HELP.format(what="CA that VEN certificates chain to"))] = None,
+    ca: Annotated[Optional[Path], typer.Option(
+        "--ca", help=_TLS_HELP.format(what="CA that VEN certificates chain to"))] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="override the scenario's seed")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="errors only")] = False,
 ) -> None:
@@ -680,7 +683,8 @@ def ven_cmd(
         "--connect-timeout-s", min=0.0, help="how long to retry the first registration before exit 2 [wall s]")] = 30.0,
     cert: Annotated[Optional[Path], typer.Option("--cert", help=_TLS_HELP.format(what="certificate"))] = None,
     key: Annotated[Optional[Path], typer.Option("--key", help=_TLS_HELP.format(what="private key"))] = None,
-    ca: Annotated[Optional[Path], typer.Option("--ca", help=_TLS_HELP.format(what="CA the VTN's certificate chains to"))] = None,
+    ca: Annotated[Optional[Path], typer.Option(
+        "--ca", help=_TLS_HELP.format(what="CA the VTN's certificate chains to"))] = None,
     vtn_fingerprint: Annotated[Optional[str], typer.Option(
         "--vtn-fingerprint", help="the VTN certificate's OpenADR fingerprint: check its message signatures")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="override the scenario's seed")] = None,

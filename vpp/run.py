@@ -43,7 +43,8 @@ from vpp.sim import Engine
 from vpp.sim.agents import CongestionPolicy, PlatformPolicy
 from vpp.units import S_PER_H
 
-__all__ = ["run_scenario", "prepare_run", "RunSession", "Results", "RunError", "RunInterrupted", "GridNotConverged", "ScenarioError"]
+__all__ = ["run_scenario", "prepare_run", "RunSession", "Results", "RunError", "RunInterrupted", "GridNotConverged",
+           "ScenarioError"]
 
 _PACKAGES = ("vpp", "numpy", "pandas", "simpy", "pandapower", "pydantic", "pyarrow", "scipy")
 

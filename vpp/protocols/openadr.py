@@ -266,7 +266,8 @@ def event_to_call(event: dict, clock: SimClock, plant: PlantIndex, received_s: f
         signals = signals.get("event_signals", [signals])
     power = [s for s in signals if s.get("signal_name") == "LOAD_DISPATCH"]
     price = [s for s in signals if s.get("signal_name") == "ELECTRICITY_PRICE"]
-    others = [s.get("signal_name") for s in signals if s.get("signal_name") not in ("LOAD_DISPATCH", "ELECTRICITY_PRICE")]
+    known = ("LOAD_DISPATCH", "ELECTRICITY_PRICE")
+    others = [s.get("signal_name") for s in signals if s.get("signal_name") not in known]
     if others or not (power or price):
         raise EventRejected(f"event {call_id!r}: signal {others[0] if others else None!r} is not dispatched; vpp "
                             "takes LOAD_DISPATCH (delta, kW) and ELECTRICITY_PRICE (price, CNY/kWh)")
@@ -622,11 +623,14 @@ def _signature_problem(request, body: bytes) -> str | None:
 
     It must carry an XML signature that verifies, made with the certificate
     the client presented in the TLS handshake (openleadr then checks the
-    signer against the certificate the VEN registered with, and replays). A payload that is not XML is left to openleadr (HTTP 400).
+    signer against the certificate the VEN registered with, and replays).
+    A payload that is not XML is left to openleadr (HTTP 400).
     """
     from lxml.etree import XMLSyntaxError
     from openleadr.messaging import VERIFIER, validate_xml_schema
-    from openleadr.utils import certificate_fingerprint, ensure_bytes, extract_pem_cert, get_cert_fingerprint_from_request
+    from openleadr.utils import (
+        certificate_fingerprint, ensure_bytes, extract_pem_cert, get_cert_fingerprint_from_request,
+    )
 
     try:
         tree = validate_xml_schema(body)
