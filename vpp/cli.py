@@ -661,6 +661,238 @@ def ocpp_cmd(
         typer.echo(f"written to {out}/ocpp.json and {out}/ocpp_ticks.csv")
 
 
+# --- OpenADR 2.0b (optional extra vpp[protocols]) --------------------------------------------------------
+
+_TLS_HELP = "PEM {what}; TLS with client certificates and OpenADR XML signatures (required off loopback)"
+
+
+def _protocols(what: str) -> None:
+    """Exit 2 naming the extra when the protocol libraries are missing."""
+    from vpp.protocols.openadr import ProtocolsMissing, require_openleadr
+
+    try:
+        require_openleadr()
+    except ProtocolsMissing:
+        _fail(f"vpp {what} needs the OpenADR library: install vpp[protocols] (pip install 'vpp[protocols]')",
+              EXIT_BAD_INPUT)
+
+
+def _tls(host: str, cert: Path | None, key: Path | None, ca: Path | None, role: str):
+    from vpp.protocols.tls import SecurityError, check_security
+
+    try:
+        return check_security(host, cert, key, ca, role=role)
+    except SecurityError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+
+
+def _check_speed(speed: float) -> None:
+    import math
+
+    if not (math.isfinite(speed) and speed > 0.0):
+        _fail(f"--speed must be a number > 0 (simulated seconds per wall second), got {speed}", EXIT_BAD_INPUT)
+
+
+def _protocol_logging(quiet: bool) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING if not quiet else logging.ERROR, format="%(levelname)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+_VTN_FILES = ("protocol.json", "reports.csv")
+
+
+@app.command("vtn")
+def vtn_cmd(
+    scenario: Annotated[Path, typer.Argument(help="scenario file whose dr_calls the VTN issues")],
+    host: Annotated[str, typer.Option(
+        "--host", help="address to bind (off loopback: --cert, --key, --ca)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free one)")] = 8080,
+    speed: Annotated[float, typer.Option("--speed", help="simulated seconds per wall second")] = 60.0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="directory for protocol.json and reports.csv "
+                                                 "(default: results/<name>-vtn)")] = None,
+    poll_s: Annotated[float, typer.Option("--poll-s", min=0.05, help="polling interval asked of VENs [wall s]")] = 1.0,
+    wait_s: Annotated[float, typer.Option(
+        "--wait-s", min=0.0, help="how long to wait for a first VEN [wall s]")] = 300.0,
+    cert: Annotated[Optional[Path], typer.Option("--cert", help=_TLS_HELP.format(what="certificate"))] = None,
+    key: Annotated[Optional[Path], typer.Option("--key", help=_TLS_HELP.format(what="private key"))] = None,
+    ca: Annotated[Optional[Path], typer.Option(
+        "--ca", help=_TLS_HELP.format(what="CA that VEN certificates chain to"))] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="override the scenario's seed")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="errors only")] = False,
+) -> None:
+    """Issue the scenario's DR events as an OpenADR 2.0b VTN to whichever VENs register.
+
+    The simulated clock starts when the first VEN registers; each event version
+    (modifications, cancellations) goes out at its announce time on it. Runs to
+    the scenario's end and writes the protocol timeline (protocol.json: every
+    event sent, delivered, opted; reports.csv: every tick a VEN reported).
+    Exit 2 for bad input (nothing written), 1 when no VEN registered within
+    --wait-s, 130 / 143 on SIGINT / SIGTERM (the timeline so far is written).
+    """
+    _protocols("vtn")
+    _check_speed(speed)
+    sc = _load(scenario, seed)
+    tls = _tls(host, cert, key, ca, "bind to")
+    out_dir = out if out is not None else Path("results") / f"{sc.name}-vtn"
+    if out_dir.exists() and (not out_dir.is_dir() or any(p.name not in _VTN_FILES for p in out_dir.iterdir())):
+        _fail(f"--out {out_dir}: not a directory an earlier vpp vtn wrote (only {', '.join(_VTN_FILES)}); "
+              "choose another or empty it", EXIT_BAD_INPUT)
+    _protocol_logging(quiet)
+    import asyncio
+
+    from vpp.protocols.openadr import VTN
+    from vpp.scenario import ScenarioError
+
+    async def serve() -> tuple[object, int, str | None]:
+        try:
+            vtn = VTN(sc, host=host, port=port, speed=speed, poll_s=poll_s, tls=tls)
+        except ScenarioError as exc:
+            return None, EXIT_BAD_INPUT, str(exc)
+        try:
+            await vtn.start()
+        except OSError as exc:
+            return None, EXIT_BAD_INPUT, f"--host {host} --port {port}: cannot listen ({exc.strerror or exc})"
+        if not quiet:
+            typer.echo(f"VTN listening at {vtn.url} (speed {speed:g}); waiting for VENs", err=True)
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        received: list[str] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda s=sig: (received.append(signal.Signals(s).name), task.cancel()))
+        code, message = EXIT_OK, None
+        try:
+            await vtn.run(wait_s=wait_s)
+        except TimeoutError as exc:
+            code, message = EXIT_RUN_FAILED, str(exc)
+        except asyncio.CancelledError:
+            code = EXIT_SIGNAL[received[0]] if received else EXIT_SIGNAL["SIGINT"]
+            message = f"interrupted by {received[0] if received else 'SIGINT'}; the timeline so far is written"
+        finally:
+            await vtn.stop()
+        return vtn, code, message
+
+    vtn, code, message = asyncio.run(serve())
+    if vtn is None:
+        _fail(message, code)
+    vtn.write(out_dir)
+    if not quiet:
+        s = vtn.summary()
+        for row in s["opt_latency"]:
+            typer.echo(f"{row['event_id']} v{row['modification']} -> {row['ven_id']}: {row['opt']} after "
+                       f"{row['latency_wall_s']:.3f} s wall", err=True)
+        typer.echo(f"VENs {', '.join(s['vens']) or 'none'}; ticks reported {s['n_ticks_reported']}; "
+                   f"written to {out_dir}/", err=True)
+    if message:
+        _fail(message, code)
+
+
+@app.command("ven")
+def ven_cmd(
+    scenario: Annotated[Path, typer.Argument(help="scenario file: the plant and twin to run (its dr_calls are not "
+                                                  "scheduled; events come from the VTN)")],
+    vtn: Annotated[str, typer.Option("--vtn", help="the VTN's URL, e.g. http://127.0.0.1:8080/OpenADR2/Simple/2.0b")],
+    speed: Annotated[float, typer.Option("--speed", help="simulated seconds per wall second")] = 60.0,
+    ven_name: Annotated[str, typer.Option("--ven-name", help="the name this VEN registers with")] = "vpp",
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="output directory as for vpp run (default: results/<name>-ven)")] = None,
+    poll_s: Annotated[float, typer.Option("--poll-s", min=0.05, help="polling interval [wall s]")] = 1.0,
+    connect_timeout_s: Annotated[float, typer.Option(
+        "--connect-timeout-s", min=0.0, help="how long to retry the first registration before exit 2 [wall s]")] = 30.0,
+    cert: Annotated[Optional[Path], typer.Option("--cert", help=_TLS_HELP.format(what="certificate"))] = None,
+    key: Annotated[Optional[Path], typer.Option("--key", help=_TLS_HELP.format(what="private key"))] = None,
+    ca: Annotated[Optional[Path], typer.Option(
+        "--ca", help=_TLS_HELP.format(what="CA the VTN's certificate chains to"))] = None,
+    vtn_fingerprint: Annotated[Optional[str], typer.Option(
+        "--vtn-fingerprint", help="the VTN certificate's OpenADR fingerprint: check its message signatures")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="override the scenario's seed")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no table")] = False,
+) -> None:
+    """Run the scenario's plant as an OpenADR 2.0b VEN of the VTN at --vtn.
+
+    The plant and its no-call twin run as in vpp run, tick by tick at the
+    simulated clock (started at registration); each event received is taken
+    into the run at the next tick boundary, the platform opts in or out, and
+    the metered power of every tick is reported. Writes what vpp run writes,
+    with the protocol timeline in summary.json ("protocol"). Exit 2 for bad
+    input or a VTN that cannot be reached within --connect-timeout-s (nothing
+    written); 1 for a run that failed mid-way; 130 / 143 on SIGINT / SIGTERM.
+    """
+    from urllib.parse import urlparse
+
+    _protocols("ven")
+    _check_speed(speed)
+    url = urlparse(vtn)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        _fail(f"--vtn {vtn!r}: give the VTN's URL, http:// or https://host:port/path", EXIT_BAD_INPUT)
+    sc = _load(scenario, seed)
+    tls = _tls(url.hostname, cert, key, ca, "connect to")
+    if (tls is None) != (url.scheme == "http"):
+        _fail(f"--vtn {vtn}: use https:// with --cert, --key and --ca, http:// without them", EXIT_BAD_INPUT)
+    from vpp.metrics.report import OutputDirError, check_out_dir, summary_table, write_results
+
+    out_dir = out if out is not None else Path("results") / f"{sc.name}-ven"
+    try:
+        check_out_dir(out_dir)
+    except OutputDirError as exc:
+        _fail(f"--out {exc}", EXIT_BAD_INPUT)
+    _protocol_logging(quiet)
+    import asyncio
+
+    from vpp.protocols.openadr import VEN, VTNUnreachable, probe_vtn
+    from vpp.run import RunError, prepare_run
+    from vpp.scenario import ScenarioError
+
+    try:  # before building the plant: a wrong URL is an error at start, nothing done
+        asyncio.run(probe_vtn(vtn, tls=tls, vtn_fingerprint=vtn_fingerprint, connect_timeout_s=connect_timeout_s))
+    except VTNUnreachable as err:
+        _fail(f"{err}; nothing written", EXIT_BAD_INPUT)
+
+    def warn(line: str) -> None:
+        typer.echo(f"warning: {line}", err=True)
+
+    try:
+        session = prepare_run(sc, warn=warn, local_calls=False)
+    except ScenarioError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    received: list[str] = []
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda s=sig: received.append(signal.Signals(s).name))
+        client = VEN(session, vtn, speed=speed, ven_name=ven_name, poll_s=poll_s, tls=tls,
+                     vtn_fingerprint=vtn_fingerprint, connect_timeout_s=connect_timeout_s)
+        try:
+            return client, await client.run(stop=lambda: received[0] if received else None), None
+        except RunError as exc:
+            return client, exc.results, exc
+
+    try:
+        client, results, exc = asyncio.run(go())
+    except VTNUnreachable as err:
+        _fail(f"{err}; nothing written", EXIT_BAD_INPUT)
+    results.summary["protocol"] = {**client.summary(), "timeline": client.timeline.rows}
+    try:
+        write_results(results, out_dir)
+    except (OutputDirError, OSError) as err:
+        _fail(f"writing {out_dir}: {err}; the results were computed but not written", EXIT_RUN_FAILED)
+    if exc is not None:
+        if results.stopped_by in EXIT_SIGNAL:
+            typer.echo(f"interrupted by {results.stopped_by}: partial results written to {out_dir}/", err=True)
+            raise typer.Exit(EXIT_SIGNAL[results.stopped_by])
+        _fail(f"{exc}; partial results written to {out_dir}/", EXIT_RUN_FAILED)
+    if not quiet:
+        typer.echo(summary_table(results))
+        p = results.summary["protocol"]
+        for row in p["opt_latency"]:
+            typer.echo(f"{row['event_id']} v{row['modification']}: {row['opt']} {row['latency_wall_s']:.3f} s wall "
+                       "after it arrived")
+        typer.echo(f"\nticks reported {p['n_ticks_reported']} (unsent {p['n_ticks_unsent']}); written to {out_dir}/ "
+                   f"in {results.meta['wall_time_s']:.2f} s")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

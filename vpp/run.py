@@ -43,7 +43,8 @@ from vpp.sim import Engine
 from vpp.sim.agents import CongestionPolicy, PlatformPolicy
 from vpp.units import S_PER_H
 
-__all__ = ["run_scenario", "Results", "RunError", "RunInterrupted", "GridNotConverged", "ScenarioError"]
+__all__ = ["run_scenario", "prepare_run", "RunSession", "Results", "RunError", "RunInterrupted", "GridNotConverged",
+           "ScenarioError"]
 
 _PACKAGES = ("vpp", "numpy", "pandas", "simpy", "pandapower", "pydantic", "pyarrow", "scipy")
 
@@ -163,8 +164,87 @@ def run_scenario(
     on its grid, and :class:`RunError` (with partial results) when a run
     stops early.
     """
+    session = prepare_run(scenario, progress, stop=stop, strict=strict, warn=warn, grid=grid)
+    error = stopped_by = None
+    try:
+        session.check_stop("before the first tick")
+        session.engine.run(session.on_tick)
+    except _Stop as exc:
+        stopped_by, error = exc.reason, exc.message
+    except KeyboardInterrupt:
+        # Only when the caller lets a second signal through (or has no stop callback): stops mid-tick.
+        stopped_by = (stop() if stop is not None else None) or "SIGINT"
+        error = f"interrupted by {stopped_by} during the tick at t_s={session.recorder.n_done * scenario.time.dt_s:g}"
+    except Exception as exc:  # keep what was computed; re-raised as RunError below
+        stopped_by = "error"
+        t_fail = session.recorder.n_done * scenario.time.dt_s
+        error = f"{type(exc).__name__} in the tick at t_s={t_fail:g}: {exc}"
+    return session.finish(error, stopped_by)
+
+
+@dataclass
+class RunSession:
+    """A run wired and ready: its engine, the recorder fed by :meth:`on_tick`, and :meth:`finish`.
+
+    :func:`run_scenario` runs ``engine.run(on_tick)`` then ``finish``; a caller
+    that paces the run itself (the OpenADR VEN, :mod:`vpp.protocols.openadr`)
+    calls ``engine.start(on_tick)`` and ``engine.advance()`` tick by tick.
+    """
+
+    scenario: Scenario
+    plant: object  # vpp.build.Plant
+    engine: Engine
+    recorder: Recorder
+    kinds: list
+    convergence: _Convergence
+    warnings: list
+    build_s: float
+    wall_start: float
+    on_tick: Callable
+    check_stop: Callable[[str], None]
+    warn: Callable[[str], None] | None = None
+    local_calls: bool = True
+
+    def finish(self, error: str | None = None, stopped_by: str | None = None) -> Results:
+        """Collect the results; raise :class:`RunError` (with them) when ``error`` says the run stopped early."""
+        plant, engine = self.plant, self.engine
+        warnings = self.warnings
+        if not self.local_calls:
+            plant.calls = list(engine.calls)  # the calls that came from outside (Engine.inject)
+        if engine.twin is not None:
+            late = call_room_warnings(plant, [engine.call_room.get(c.call_id) for c in plant.calls])
+            warnings = warnings + late
+            if self.warn is not None:
+                for line in late:
+                    self.warn(line)
+        wall_s = time.perf_counter() - self.wall_start
+        results = _collect(self.scenario, plant, self.recorder, engine, self.kinds, wall_s, self.build_s, error,
+                           stopped_by, warnings, self.convergence)
+        if error is not None:
+            cls = {"grid_not_converged": GridNotConverged, "error": RunError}.get(stopped_by, RunInterrupted)
+            raise cls(error, results)
+        return results
+
+
+def prepare_run(
+    scenario: Scenario,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    stop: Callable[[], str | None] | None = None,
+    strict: bool = False,
+    warn: Callable[[str], None] | None = None,
+    grid=None,
+    local_calls: bool = True,
+) -> RunSession:
+    """Build the plant and wire the engine and recorder of a run (arguments as :func:`run_scenario`).
+
+    ``local_calls=False`` leaves the scenario's DR calls out: none is
+    scheduled; calls come from outside through :meth:`Engine.inject`.
+    """
     wall_start = time.perf_counter()
     plant = build_plant(scenario, grid=grid)
+    if not local_calls:
+        plant.calls = []
     # With a twin, the run itself measures each call's room at its start: no pre-run simulation.
     warnings = plant_warnings(plant, None if scenario.measurement.twin else scenario.time)
     if warn is not None:
@@ -272,33 +352,8 @@ def run_scenario(
                     )
         check_stop(f"after the tick at t_s={outcome.t_s:g} (tick {outcome.index})")
 
-    error = stopped_by = None
-    try:
-        check_stop("before the first tick")
-        engine.run(on_tick)
-    except _Stop as exc:
-        stopped_by, error = exc.reason, exc.message
-    except KeyboardInterrupt:
-        # Only when the caller lets a second signal through (or has no stop callback): stops mid-tick.
-        stopped_by = (stop() if stop is not None else None) or "SIGINT"
-        error = f"interrupted by {stopped_by} during the tick at t_s={recorder.n_done * t.dt_s:g}"
-    except Exception as exc:  # keep what was computed; re-raised as RunError below
-        stopped_by = "error"
-        t_fail = recorder.n_done * t.dt_s
-        error = f"{type(exc).__name__} in the tick at t_s={t_fail:g}: {exc}"
-    if engine.twin is not None:
-        late = call_room_warnings(plant, [engine.call_room.get(c.call_id) for c in calls])
-        warnings = warnings + late
-        if warn is not None:
-            for line in late:
-                warn(line)
-    wall_s = time.perf_counter() - wall_start
-    results = _collect(scenario, plant, recorder, engine, kinds, wall_s, build_s, error, stopped_by, warnings,
-                       convergence)
-    if error is not None:
-        cls = {"grid_not_converged": GridNotConverged, "error": RunError}.get(stopped_by, RunInterrupted)
-        raise cls(error, results)
-    return results
+    return RunSession(scenario, plant, engine, recorder, kinds, convergence, warnings, build_s, wall_start, on_tick,
+                      check_stop, warn, local_calls)
 
 
 def _collect(scenario, plant, recorder: Recorder, engine: Engine, kinds, wall_s: float, build_s: float, error,

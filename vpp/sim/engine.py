@@ -23,6 +23,13 @@ Within the tick ``[t_s, t_s + dt_s)``:
 6. the grid operator looks at the plant's power flow (never the twin's) and may
    raise or reinforce a congestion call, announced at ``t_s + dt_s``; it acts
    from the next tick on.
+
+Two ways to run: :meth:`Engine.run` runs every tick in one go; :meth:`Engine.start`
+then :meth:`Engine.advance` run one tick per call, so that an asyncio loop can
+pace the simulation at a wall clock and, between ticks, :meth:`Engine.inject`
+calls that arrived from outside (an OpenADR VTN): such a call is announced by
+the grid operator at the tick boundary where it is injected, exactly as a
+scheduled call is announced at its notification time.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from vpp.fleets.base import Fleet, FleetState
 from vpp.fleets.kernels import NUMBA_AVAILABLE
 from vpp.sim.agents import GridOperatorAgent, OperatorAgent, PlatformAgent
 from vpp.sim.link import Link
+from vpp.sim.messages import CallNotice
 
 __all__ = ["TickOutcome", "Engine", "Twin"]
 
@@ -184,12 +192,60 @@ class Engine:
         """The plant's fleet states, in :attr:`fleets` order."""
         return [s for op in self.operators for s in op.states]
 
+    def inject(self, call: DRCall) -> None:
+        """Announce ``call`` now (at :attr:`now_s`), as the grid operator announces a scheduled call.
+
+        For calls that come from outside the engine (an OpenADR VTN). ``call``
+        is the whole event so far (its first version with the later ones in
+        ``updates``, see :class:`vpp.dr.DRCall`); its latest version goes to the
+        platform through the grid operator's link (latency and loss apply). A
+        call already known (same id) is replaced, as a modification. Call it
+        between ticks (before :meth:`start` or after :meth:`advance`): the
+        engine is then at a tick boundary.
+        """
+        new = call.call_id not in self._call_pos
+        self._register(call)
+        if new and self.twin is not None:
+            # Its room at its start is measured by the twin, as for a scheduled call (if the start is ahead).
+            i = int(np.floor(call.start_s / self.dt_s + 1e-9))
+            if i >= self.ticks_done:
+                self._room_ticks.setdefault(i, []).append(call)
+        self.grid_operator.to_platform.send(CallNotice(self.env.now, call.latest))
+
+    @property
+    def now_s(self) -> float:
+        """The engine's simulated time [s]: the boundary of the last tick run (0 before any)."""
+        return float(self.env.now)
+
     def run(self, on_tick: Callable[[TickOutcome], None]) -> None:
         """Run every tick, handing each outcome to ``on_tick`` (which may raise to stop the run)."""
         env = self.env
         env.process(self.grid_operator.process())
         control = env.process(self._control(on_tick))
         env.run(until=control)
+
+    def start(self, on_tick: Callable[[TickOutcome], None]) -> None:
+        """Prepare a tick-by-tick run (:meth:`advance`); ``on_tick`` as in :meth:`run`."""
+        env = self.env
+        env.process(self.grid_operator.process())
+        self._control_proc = env.process(self._control(on_tick))
+
+    def advance(self) -> bool:
+        """Run the next tick (to its end at ``(ticks_done + 1) * dt_s``); False once every tick is done.
+
+        Steps the SimPy environment event by event until the tick's outcome has
+        been handed to ``on_tick``, so the results are those of :meth:`run`
+        (the next tick's start, offers and dispatch at the same instant, runs
+        too, as in :meth:`run`). An exception raised by ``on_tick`` propagates.
+        """
+        proc = self._control_proc
+        target = self.ticks_done + 1
+        env = self.env
+        while self.ticks_done < target and proc.is_alive:
+            env.step()
+        if not proc.is_alive and not proc.ok:
+            raise proc.value
+        return self.ticks_done < self.n_ticks
 
     def _per_bus(self, p_kw_per_fleet: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         n_fleet = len(self.fleets)
@@ -211,6 +267,7 @@ class Engine:
             self.platform.dispatch(t_s)
             yield self.env.timeout(t_end - self.env.now)
 
+            n_call = len(self.calls)  # with calls injected during the tick (Engine.inject)
             instructed = np.zeros((n_call, self.n_bus))
             plant_p_kw = []
             for op in self.operators:
