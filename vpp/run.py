@@ -164,7 +164,8 @@ def run_scenario(
     on its grid, and :class:`RunError` (with partial results) when a run
     stops early.
     """
-    session = prepare_run(scenario, progress, stop=stop, strict=strict, warn=warn, grid=grid)
+    session = prepare_run(scenario, progress, stop=stop, strict=strict, warn=warn, grid=grid,
+                          southbound=southbound)
     error = stopped_by = None
     try:
         session.check_stop("before the first tick")
@@ -235,6 +236,7 @@ def prepare_run(
     warn: Callable[[str], None] | None = None,
     grid=None,
     local_calls: bool = True,
+    southbound=None,
 ) -> RunSession:
     """Build the plant and wire the engine and recorder of a run (arguments as :func:`run_scenario`).
 

@@ -415,6 +415,8 @@ class VTN:
         self.queues: dict[str, dict[str, DRCall]] = {}  # VEN id -> call id -> the version it is to have
         self.dirty: set[str] = set()  # VENs whose events changed since their last poll
         self.reports: list[dict] = []  # {"ven_id", "t_s", "p_kw"} per tick reported
+        self._reported: set[tuple[str, float]] = set()  # (ven_id, t_s) already kept
+        self.n_duplicate_reports = 0  # intervals received again (a resend after a lost acknowledgement)
         self.registered = asyncio.Event()
         self.server.app.middlewares.append(self._guard)
         self._runner = None
@@ -460,6 +462,11 @@ class VTN:
             if ven_id not in self.vens or not isinstance(dt, datetime) or not isinstance(value, (int, float)):
                 log.warning("VTN: report interval rejected (unknown VEN %r or malformed)", ven_id)
                 continue
+            key = (ven_id, round(self.clock.to_t_s(dt), 6))
+            if key in self._reported:  # a report sent again after a lost acknowledgement: kept once
+                self.n_duplicate_reports += 1
+                continue
+            self._reported.add(key)
             self.reports.append({"ven_id": ven_id, "t_s": self.clock.to_t_s(dt), "p_kw": float(value)})
             rows += 1
         self.timeline.add("report", report_request_id=report.get("report_request_id"),
@@ -606,7 +613,7 @@ class VTN:
             by_ven[r["ven_id"]] = by_ven.get(r["ven_id"], 0) + 1
         return {"role": "vtn", "speed": self.clock.speed, "url": self.url,
                 "vens": sorted(self.vens), "opt_latency": self.timeline.opt_latencies("sent", "opt"),
-                "n_ticks_reported": by_ven}
+                "n_ticks_reported": by_ven, "n_duplicate_reports": self.n_duplicate_reports}
 
     def write(self, out: Path) -> None:
         """Write ``protocol.json`` (summary and timeline) and ``reports.csv`` into ``out``."""
