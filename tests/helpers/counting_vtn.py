@@ -51,6 +51,8 @@ class CountingVTN:
         self.opt = {"optIn": 0, "optOut": 0}
         self.report_values = 0
         self.report_sum_kw = 0.0
+        self.ven_names: dict[str, str] = {}  # ven_id -> the venName it registered with
+        self.values_kw: dict[str, list[float]] = {}  # venName -> report values received [kW]
         self.port: int | None = None
 
     async def start(self) -> int:
@@ -71,6 +73,7 @@ class CountingVTN:
     def _on_create_party_registration(self, info):
         self.registrations += 1
         ven_id = f"ven-{self.registrations}"
+        self.ven_names[ven_id] = info.get("ven_name")
         now = datetime.now(timezone.utc)
         self.server.add_event(
             ven_id=ven_id, signal_name="simple", signal_type="level",
@@ -93,6 +96,7 @@ class CountingVTN:
         for _dt, value in values:
             self.report_values += 1
             self.report_sum_kw += float(value)
+            self.values_kw.setdefault(self.ven_names.get(ven_id), []).append(float(value))
 
     def counts(self) -> dict:
         return {"registrations": self.registrations, "events_issued": self.events_issued,
