@@ -65,7 +65,8 @@ def lean_row(n: int, args) -> dict:
         "registrations": res["registration"]["registered"] == srv["registrations"],
         "opt_in": res["event_opt_in"]["opt_in_acked"] == srv["opt_in"],
         "report_values": res["reports"]["acked"] == srv["report_values"],
-        "report_sum_kw": abs(res["reports"]["acked_sum_kw"] - srv["report_sum_kw"]) <= 1e-6 * max(1.0, srv["report_sum_kw"]),
+        "report_sum_kw": abs(res["reports"]["acked_sum_kw"] - srv["report_sum_kw"])
+        <= 1e-6 * max(1.0, srv["report_sum_kw"]),
     }
     return {"n_vens": n, "loadgen": res, "server": srv, "server_cpu_share": srv["cpu_s"] / res["wall_s"],
             "loadgen_cpu_share": res["process_cpu_s"] / res["wall_s"], "agree_with_server": agree}
@@ -129,7 +130,7 @@ def main() -> None:
     ap.add_argument("--poll-s", type=float, default=10.0)
     ap.add_argument("--report-s", type=float, default=10.0)
     ap.add_argument("--duration-s", type=float, default=90.0)
-    ap.add_argument("--concurrency", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--openleadr-clients", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("loadgen_bench.json"))

@@ -323,12 +323,16 @@ def _require_protocols(command: str, modules: tuple[str, ...]) -> None:
 
 @app.command()
 def loadgen(
-    vtn: Annotated[str, typer.Option("--vtn", help="the VTN's base URL, e.g. http://127.0.0.1:8080/OpenADR2/Simple/2.0b")],
+    vtn: Annotated[str, typer.Option(
+        "--vtn", help="the VTN's base URL, e.g. http://127.0.0.1:8080/OpenADR2/Simple/2.0b")],
     vens: Annotated[int, typer.Option("--vens", help="number of simulated VENs")],
     duration_s: Annotated[float, typer.Option("--duration-s", help="length of the run, seconds")] = 60.0,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="requests in flight at most")] = 200,
+    concurrency: Annotated[int, typer.Option(
+        "--concurrency", help="requests in flight at most (connections beyond the VTN's listen backlog, often 128, "
+                              "wait for SYN retries)")] = 100,
     poll_s: Annotated[float, typer.Option("--poll-s", help="each VEN polls (oadrPoll) every this many seconds")] = 10.0,
-    report_s: Annotated[float, typer.Option("--report-s", help="an opted-in VEN reports every this many seconds")] = 10.0,
+    report_s: Annotated[float, typer.Option(
+        "--report-s", help="an opted-in VEN reports every this many seconds")] = 10.0,
     seed: Annotated[int, typer.Option("--seed", help="seed of the VENs' plants and phases")] = 1,
     timeout_s: Annotated[float, typer.Option("--timeout-s", help="timeout of one request, seconds")] = 10.0,
     out: Annotated[Optional[Path], typer.Option("--out", help="JSON file to write (vpp bench format)")] = None,

@@ -24,7 +24,9 @@ from counting_vtn import CountingVTN  # noqa: E402  (tests/helpers)
 from vpp.protocols import loadgen  # noqa: E402
 
 N_VENS = 1000
-POLL_S = 2.0
+POLL_S = 4.0
+REPORT_S = 10.0
+DURATION_S = 20.0
 
 
 def _vpp(*args):
@@ -49,10 +51,12 @@ async def _against_counting_vtn(cfg_kwargs: dict):
 
 
 def test_thousand_vens_register_opt_in_and_report_as_the_server_records_it():
-    # The server runs in this process and event loop: server and VENs share one core's worth of Python,
-    # so 1,000 VENs register in ~3 s here and the run stays within ~15 s.
+    # The server runs in this process and event loop: server and VENs share one core's worth of Python.
+    # Each VEN's first report follows its registration, first poll and opt-in at once: ~7,000 requests,
+    # done in ~8 s on an idle core (~1.5 ms of CPU per request, both ends); the rest is steady polling.
     res, vtn = asyncio.run(_against_counting_vtn(
-        {"n_vens": N_VENS, "duration_s": 12.0, "poll_s": POLL_S, "report_s": POLL_S, "concurrency": 200, "seed": 7}))
+        {"n_vens": N_VENS, "duration_s": DURATION_S, "poll_s": POLL_S, "report_s": REPORT_S, "concurrency": 100,
+         "seed": 7}))
     reg, ev, rep = res["registration"], res["event_opt_in"], res["reports"]
     assert res["errors"]["total"] == 0, res["errors"]
 
@@ -62,7 +66,7 @@ def test_thousand_vens_register_opt_in_and_report_as_the_server_records_it():
     assert ev["opt_in_acked"] == ev["events_received"] == N_VENS == vtn.opt["optIn"] == vtn.events_delivered
     assert vtn.opt.get("optOut", 0) == 0
     assert rep["vens_with_report_requested"] == N_VENS
-    assert rep["acked"] == rep["sent"] == vtn.report_values > N_VENS
+    assert rep["acked"] == rep["sent"] == vtn.report_values >= N_VENS
     assert rep["acked_sum_kw"] == pytest.approx(vtn.report_sum_kw, rel=1e-12)
     assert len(vtn.values_kw) == N_VENS
 
@@ -76,8 +80,8 @@ def test_thousand_vens_register_opt_in_and_report_as_the_server_records_it():
     # Latencies are nested: receipt -> ack inside poll sent -> ack inside createdDateTime -> ack.
     for q in ("median", "p99"):
         assert 0 < ev[f"receipt_to_ack_{q}_s"] <= ev[f"poll_sent_to_ack_{q}_s"] <= ev[f"created_to_ack_{q}_s"]
-    assert ev["created_to_ack_max_s"] < 12.0
-    assert 0 < reg["latency_median_s"] <= reg["latency_p99_s"] <= reg["total_s"] < 12.0
+    assert ev["created_to_ack_max_s"] < DURATION_S
+    assert 0 < reg["latency_median_s"] <= reg["latency_p99_s"] <= reg["total_s"] < DURATION_S
     assert rep["throughput_reports_per_s"] == pytest.approx(rep["acked"] / rep["window_s"])
     # Every message type the VENs sent was answered (the counts of the server's replies, per type).
     assert all(m["sent"] == m["answered"] for m in res["requests"]["by_message"].values())
