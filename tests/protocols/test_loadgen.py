@@ -147,6 +147,13 @@ async def _server_error(request):
     return web.Response(status=500, text="boom")
 
 
+async def _schema_rejection(request):
+    from aiohttp import web
+
+    await request.read()  # what openleadr's VTN answers a message that fails its XML Schema
+    return web.Response(status=400, text="XML failed validation: Element 'oadrPoll': missing child")
+
+
 def test_malformed_xml_from_the_vtn_is_counted_not_a_crash(tmp_path):
     out = tmp_path / "lg.json"
     with _ThreadServer(_malformed) as url:
@@ -160,12 +167,14 @@ def test_malformed_xml_from_the_vtn_is_counted_not_a_crash(tmp_path):
     assert set(res) >= {"machine", "settings", "registration", "event_opt_in", "reports", "errors", "wall_s"}
 
 
-def test_http_errors_are_counted_by_status():
+@pytest.mark.parametrize(("handler", "kind", "probe"), [(_server_error, "http_500", "HTTP 500"),
+                                                       (_schema_rejection, "schema_rejected_by_vtn", "HTTP 400")])
+def test_http_errors_and_schema_rejections_are_counted_by_kind(handler, kind, probe):
     async def go():
         from aiohttp import web
 
         app = web.Application()
-        app.router.add_post("/x/{service}", _server_error)
+        app.router.add_post("/x/{service}", handler)
         runner = web.AppRunner(app)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -176,8 +185,8 @@ def test_http_errors_are_counted_by_status():
             await runner.cleanup()
 
     res = asyncio.run(go())
-    assert res["settings"]["probe"] == "HTTP 500"
-    assert res["errors"]["by_kind"] == {"http_500": 5} and res["registration"]["failures"] == 5
+    assert res["settings"]["probe"] == probe
+    assert res["errors"]["by_kind"] == {kind: 5} and res["registration"]["failures"] == 5
 
 
 def test_unreachable_vtn_exits_2_and_writes_nothing(tmp_path):
