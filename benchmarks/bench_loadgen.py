@@ -36,9 +36,10 @@ VTN_SCRIPT = ROOT / "tests" / "helpers" / "counting_vtn.py"
 
 
 class ServerProcess:
-    def __init__(self, poll_s: float, report_s: float):
+    def __init__(self, poll_s: float, report_s: float, event_at_s: float | None = None):
+        extra = [] if event_at_s is None else ["--event-at-s", str(event_at_s)]
         self.proc = subprocess.Popen([sys.executable, str(VTN_SCRIPT), "--poll-s", str(poll_s),
-                                      "--report-s", str(report_s)], stdout=subprocess.PIPE, text=True)
+                                      "--report-s", str(report_s), *extra], stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().split()
         if line[:1] != ["port"]:
             self.proc.kill()
@@ -54,7 +55,7 @@ class ServerProcess:
 def lean_row(n: int, args) -> dict:
     from vpp.protocols import loadgen
 
-    server = ServerProcess(args.poll_s, args.report_s)
+    server = ServerProcess(args.poll_s, args.report_s, args.event_at_s)
     try:
         cfg = loadgen.LoadgenConfig(server.url, n, duration_s=args.duration_s, concurrency=args.concurrency,
                                     poll_s=args.poll_s, report_s=args.report_s, seed=args.seed)
@@ -132,6 +133,9 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=90.0)
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--event-at-s", type=float, default=None,
+                    help="the VTN issues one event to every VEN registered by this time after it started "
+                         "(default: to each VEN at its registration)")
     ap.add_argument("--openleadr-clients", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("loadgen_bench.json"))
     args = ap.parse_args()

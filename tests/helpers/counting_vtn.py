@@ -1,7 +1,9 @@
 """An independent VTN under test for the load generator: openleadr's own ``OpenADRServer``.
 
 It accepts every VEN, issues one event to each VEN when it registers
-(``add_event`` with an opt callback), requests its TELEMETRY_USAGE report and
+(``add_event`` with an opt callback) or, with ``event_at_s``, to every VEN
+registered by then at that time after the server started (one fleet-wide DR
+event; VENs that register later get theirs at registration), requests its TELEMETRY_USAGE report and
 counts, in its own handlers, what it accepted: registrations, opt-ins and
 opt-outs, and report values (count and sum [kW]). The load generator's counts
 of acknowledged messages are checked against these, so nothing in here shares
@@ -36,11 +38,14 @@ EVENT_DURATION_S = 3600.0  # the event is active for an hour from its registrati
 class CountingVTN:
     """openleadr's OpenADRServer, configured to accept any VEN and to give each one event."""
 
-    def __init__(self, poll_s: float = 10.0, report_s: float = 10.0, vtn_id: str = "COUNTING-VTN"):
+    def __init__(self, poll_s: float = 10.0, report_s: float = 10.0, vtn_id: str = "COUNTING-VTN",
+                 event_at_s: float | None = None):
         from openleadr import OpenADRServer
 
         logging.getLogger("openleadr").setLevel(logging.ERROR)  # its per-message warnings are for humans
         self.report_s = report_s
+        self.event_at_s = event_at_s
+        self.fleet_event_issued = event_at_s is None
         self.server = OpenADRServer(vtn_id=vtn_id, http_host="127.0.0.1", http_port=0,
                                     requested_poll_freq=timedelta(seconds=poll_s))
         self.server.add_handler("on_create_party_registration", self._on_create_party_registration)
@@ -61,6 +66,8 @@ class CountingVTN:
         with contextlib.redirect_stdout(io.StringIO()):
             await self.server.run()
         self.port = self.server.app_runner.addresses[0][1]
+        if self.event_at_s is not None:
+            asyncio.get_running_loop().call_later(self.event_at_s, self._issue_to_all)
         return self.port
 
     async def stop(self) -> None:
@@ -74,13 +81,22 @@ class CountingVTN:
         self.registrations += 1
         ven_id = f"ven-{self.registrations}"
         self.ven_names[ven_id] = info.get("ven_name")
+        if self.fleet_event_issued:
+            self._issue(ven_id)
+        return ven_id, f"reg-{self.registrations}"
+
+    def _issue_to_all(self):
+        self.fleet_event_issued = True
+        for ven_id in self.ven_names:
+            self._issue(ven_id)
+
+    def _issue(self, ven_id):
         now = datetime.now(timezone.utc)
         self.server.add_event(
             ven_id=ven_id, signal_name="simple", signal_type="level",
             intervals=[{"dtstart": now, "duration": timedelta(seconds=EVENT_DURATION_S), "signal_payload": 1.0}],
             callback=self._on_opt, delivery_callback=self._on_delivered)
         self.events_issued += 1
-        return ven_id, f"reg-{self.registrations}"
 
     def _on_delivered(self):
         self.events_delivered += 1
@@ -105,8 +121,8 @@ class CountingVTN:
                 "report_sum_kw": self.report_sum_kw}
 
 
-async def _serve(poll_s: float, report_s: float) -> None:
-    vtn = CountingVTN(poll_s=poll_s, report_s=report_s)
+async def _serve(poll_s: float, report_s: float, event_at_s: float | None) -> None:
+    vtn = CountingVTN(poll_s=poll_s, report_s=report_s, event_at_s=event_at_s)
     port = await vtn.start()
     print(f"port {port}", flush=True)
     stop = asyncio.Event()
@@ -124,5 +140,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--poll-s", type=float, default=10.0)
     ap.add_argument("--report-s", type=float, default=10.0)
+    ap.add_argument("--event-at-s", type=float, default=None,
+                    help="issue the event to every VEN registered by this time after start (default: at registration)")
     a = ap.parse_args()
-    asyncio.run(_serve(a.poll_s, a.report_s))
+    asyncio.run(_serve(a.poll_s, a.report_s, a.event_at_s))
