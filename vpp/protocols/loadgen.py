@@ -261,7 +261,8 @@ class _Wire:
             r_type = body.tag.rsplit("}", 1)[-1]
             if r_type in _BARE_ANSWERS:
                 # Most answers (to every poll, every report) carry nothing but a response code: read it from
-                # the tree already validated instead of distilling the whole message, half the client's CPU.
+                # the tree already validated. parse_message (xmltodict, then openleadr's key normalisation)
+                # was the largest item in a profile of the client, ~60 us a message against ~8 us to validate.
                 payload = {"response": {"response_code": body.findtext(f".//{{{_EI_NS}}}responseCode")}}
             else:
                 r_type, payload = parse_message(content)
