@@ -181,8 +181,17 @@ def test_setpoint_is_converted_against_a_baseline():
     up = replace(call, direction=Direction.INCREASE)
     assert up.setpoint_delta_kw(10.0, 90.0) == 10.0
     assert call.setpoint_delta_kw(4000.0, 130.0) == 0.0  # outside the active period
-    with pytest.raises(ValueError, match="setpoint_delta_kw"):
+    with pytest.raises(ValueError, match="p_baseline_kw"):
         call.requested_kw(0.0, 300.0)
+    # Against a baseline: the time average of the gap to the setpoint, in the call's direction only.
+    assert call.requested_kw(0.0, 300.0, 130.0) == pytest.approx(30.0)
+    assert call.requested_kw(3300.0, 3900.0, 130.0) == pytest.approx(15.0)  # half the tick after the end
+    assert call.requested_kw(0.0, 300.0, 90.0) == 0.0
+    ramped = replace(call, ramp_up_s=600.0)
+    assert ramped.requested_kw(0.0, 300.0, 130.0) == pytest.approx(30.0 * 0.25)  # the ramp at the tick middle
+    tick = call.as_delta(0.0, 300.0, 130.0)
+    assert tick.signal == "delta_kw" and tick.requested_kw(0.0, 300.0) == pytest.approx(30.0)
+    assert tick.requested_kw(600.0, 900.0) == pytest.approx(30.0)  # held until the next conversion
 
 
 def test_price_only_event_requests_no_power():

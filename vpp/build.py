@@ -121,13 +121,6 @@ def _signal_fields(signals, start_s: float, end_s: float, label: str) -> dict:
     """``signal``, ``intervals``, ``price_intervals`` and ``p_kw`` of a DRCall from validated signals."""
     power = [s for s in signals if s.type in POWER_SIGNALS]
     price = [s for s in signals if s.type not in POWER_SIGNALS]
-    if power and power[0].type == "setpoint_kw":
-        j = signals.index(power[0])
-        raise ScenarioError(
-            f"{label}.signals[{j}].type: setpoint_kw is read and stored, but the engine does not dispatch it yet "
-            "(the change it asks for depends on the plant's baseline; see vpp.dr.DRCall.setpoint_delta_kw); use "
-            "delta_kw or level"
-        )
     if not power:
         return {"signal": "price_cny_per_kwh", "intervals": _timeline(price[0], start_s, end_s), "p_kw": 0.0,
                 "price_intervals": ()}
@@ -213,6 +206,22 @@ def check_buses(scenario: Scenario, grid) -> list[DRCall]:
     return build_calls(scenario, grid)
 
 
+def _check_setpoint_calls(scenario: Scenario, calls) -> None:
+    """A ``setpoint_kw`` event is a target for the power on its buses, measured against the no-call twin."""
+    for c in calls:
+        if not c.has_setpoint:
+            continue
+        if not scenario.measurement.twin:
+            raise ScenarioError(
+                f"dr call {c.call_id!r}: a setpoint_kw signal asks for the change from what its buses would draw "
+                "without the call, which only the no-call twin knows: set measurement.twin: true, or use delta_kw "
+                "or level")
+        if c.operators is not None or c.fleets is not None:
+            raise ScenarioError(
+                f"dr call {c.call_id!r}: a setpoint_kw signal is a target for the power on its buses (targets.buses "
+                "or the whole VPP); operator and fleet targets are allowed with delta_kw or level")
+
+
 def build_plant(scenario: Scenario, grid=None) -> Plant:
     """Build grid (unless given), fleets and calls from a validated scenario.
 
@@ -222,6 +231,7 @@ def build_plant(scenario: Scenario, grid=None) -> Plant:
     """
     grid = build_grid(scenario) if grid is None else grid
     calls = check_buses(scenario, grid)
+    _check_setpoint_calls(scenario, calls)
     background = build_background(scenario, grid)
     prices = read_prices(scenario)
     notes: list[str] = []
@@ -346,7 +356,7 @@ def tier_warnings(calls) -> list[str]:
             if v.ramp_up_s > t.max_response_s:
                 mine.append(f"ramps up over {v.ramp_up_s / 60:g} min, longer than the {c.tier} tier's "
                            f"response time of {t.max_response_s / 60:g} min")
-            if v.signal != "price_cny_per_kwh" and 0.0 < v.p_kw < t.min_capacity_kw:
+            if v.signal not in ("price_cny_per_kwh", "setpoint_kw") and 0.0 < v.p_kw < t.min_capacity_kw:
                 mine.append(f"asks for {v.p_kw:,.0f} kW, less than the {c.tier} tier's minimum capacity "
                            f"of {t.min_capacity_kw:,.0f} kW")
             for text in mine:  # a later version repeating an earlier one's problem is not said again
@@ -374,13 +384,15 @@ def call_room_warnings(plant: Plant, rooms) -> list[str]:
     :func:`estimate_call_room` before a run, or from the no-call twin during it
     (:attr:`vpp.sim.engine.Engine.call_room`), which is the same path.
     """
-    known = [(c, r) for c, r in zip(plant.calls, rooms) if r is not None]
+    # A setpoint call's size is not its p_kw (the setpoint) but the gap to the baseline: not judged here.
+    sized = [(c, r) for c, r in zip(plant.calls, rooms) if not c.has_setpoint]
+    known = [(c, r) for c, r in sized if r is not None]
     if not known:
         return []
     empty = {cid for cid, _ in _empty_target_warnings(plant)}
-    smallest = min(plant.calls, key=lambda c: c.p_kw)
+    smallest = min((c for c, _ in sized), key=lambda c: c.p_kw)
     best_kw = max(max(down_kw, up_kw) for _, (_, down_kw, up_kw) in known)
-    if len(known) == len(plant.calls) and best_kw < smallest.p_kw:
+    if len(known) == len(sized) and best_kw < smallest.p_kw:
         # Every call is then short of room too: one line says it for all of them.
         return [
             f"the whole plant offers at most {best_kw:,.0f} kW at the start of any call, less than the smallest "

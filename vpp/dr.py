@@ -124,6 +124,7 @@ class DRCall:
     response_required: str = "always"  # one of RESPONSE_REQUIRED
     tier: str | None = None  # programme tier name (vpp.programme.tiers.TIERS)
     cancelled: bool = False
+    from_setpoint: bool = False  # a tick's delta_kw version of a setpoint_kw event (as_delta): against the default
     price_intervals: tuple[tuple[float, float, float], ...] = ()  # (t0_s, t1_s, price [CNY/kWh])
     updates: tuple[tuple[float, "DRCall"], ...] = ()  # later versions: (announce_s, version), in order
     _versions: tuple = field(default=(), init=False, repr=False, compare=False)
@@ -297,17 +298,56 @@ class DRCall:
             if b > a:
                 yield a, b, v
 
-    def requested_kw(self, t0_s: float, t1_s: float) -> float:
+    @property
+    def has_setpoint(self) -> bool:
+        """Whether any version is a ``setpoint_kw`` event (its request needs a baseline)."""
+        return self.signal == "setpoint_kw" or any(v.signal == "setpoint_kw" for _, v in self.updates)
+
+    def requested_kw(self, t0_s: float, t1_s: float, p_baseline_kw: float | None = None) -> float:
         """Time average over ``[t0_s, t1_s)`` of the requested change magnitude [kW]: ramp, intervals, versions.
 
-        0 outside the active period and for a price-only event.
+        0 outside the active period and for a price-only event. A
+        ``setpoint_kw`` version asks for the change from ``p_baseline_kw``
+        (the targets' power without the call, which the caller knows) to its
+        setpoint, at the middle of each sub-window it is in force (the ramp
+        averaged there): without a baseline it raises ``ValueError``.
         """
         dt_s = t1_s - t0_s
+        if not self.has_setpoint:
+            if not dt_s > 0.0:
+                return abs(self.delta_kw_at(t0_s))
+            if not self.updates:
+                return self.p_kw * (self.weight_s(t0_s, t1_s) / dt_s)
+            return sum(v.p_kw * (v.weight_s(a, b) / dt_s) for a, b, v in self._pieces(t0_s, t1_s))
+        if p_baseline_kw is None:
+            raise ValueError(f"DR call {self.call_id!r}: a setpoint_kw call requests a change only against a "
+                             "baseline (p_baseline_kw)")
         if not dt_s > 0.0:
-            return abs(self.delta_kw_at(t0_s))
-        if not self.updates:
-            return self.p_kw * (self.weight_s(t0_s, t1_s) / dt_s)
-        return sum(v.p_kw * (v.weight_s(a, b) / dt_s) for a, b, v in self._pieces(t0_s, t1_s))
+            return abs(self.version_at(t0_s).setpoint_delta_kw(t0_s, p_baseline_kw))
+        total = 0.0
+        for a, b, v in self._pieces(t0_s, t1_s):
+            if v.signal != "setpoint_kw":
+                total += v.p_kw * v.weight_s(a, b)
+                continue
+            lo, hi = max(a, v.start_s), min(b, v.end_s)
+            if hi > lo and not v.cancelled:
+                total += abs(v.setpoint_delta_kw(0.5 * (lo + hi), p_baseline_kw)) * (hi - lo)
+        return total / dt_s
+
+    def as_delta(self, t_s: float, dt_s: float, p_baseline_kw: float) -> "DRCall":
+        """A ``delta_kw`` version of this ``setpoint_kw`` call for the tick ``[t_s, t_s + dt_s)``.
+
+        Its request is the change that moves the targets from ``p_baseline_kw``
+        to the setpoint (:meth:`requested_kw`), held flat until the next
+        conversion replaces it; nothing when the baseline is already on the
+        setpoint's side. Other calls are returned as they are.
+        """
+        if not self.has_setpoint:
+            return self
+        v = self.version_at(t_s)
+        d_kw = self.requested_kw(t_s, t_s + dt_s, p_baseline_kw)
+        return replace(v, signal="delta_kw", intervals=((v.start_s, v.end_s, d_kw),), p_kw=max(d_kw, 1e-9),
+                       ramp_up_s=0.0, updates=(), from_setpoint=True)
 
     def delta_kw_at(self, t_s: float) -> float:
         """The requested change at the instant ``t_s`` [kW, signed], of the version in force then."""

@@ -683,6 +683,10 @@ class OptimalPlanner:
         # The request is a change against what the devices would do without this call: the forecast from their
         # state drifts from it as the call moves energy (a pre-cooled room, an EV behind), by catch_up_kw.
         catch_up_kw = None if model is None else now_kw - model.horizon(t_s, dt_s, n_t, cfg.bucket_s)
+        if catch_up_kw is not None and call.from_setpoint:
+            # A setpoint event's tick request is already the change from the devices' default power (the
+            # platform's conversion, vpp.dr.DRCall.as_delta): the window is planned against the forecast.
+            catch_up_kw[:recovery_from if recovery_from is not None else return_from] = 0.0
         if not parts:
             self.build_s += time.perf_counter() - t0
             return Plan(call.call_id, call.modification, t_s, dt_s, (), np.zeros(0, np.int64), np.zeros(0, np.int64),

@@ -323,7 +323,7 @@ class PlatformAgent:
             self.calls[call.call_id] = call
             if known and call.call_id in self.accepted:
                 self._instruct(t_s, call)  # a modification keeps the decision
-            elif self.policy.acceptance == "energy":
+            elif self.policy.acceptance == "energy" and not call.has_setpoint:  # a setpoint has no energy yet
                 if not known:
                     # Each operator is asked for its pro-rata share of the call (by the room it offers now),
                     # so that operators who could each cover the whole call are not counted twice.
@@ -369,10 +369,24 @@ class PlatformAgent:
                                                     share, e_available_kwh))
         self._instruct(t_s, call)
 
+    def _setpoint_baseline_kw(self, call: DRCall) -> float:
+        """What the targets of a ``setpoint_kw`` call would draw this tick without it: the operators' offered
+        default power on its buses (sent at the tick start; never the twin) [kW]."""
+        mask = self._mask(call)
+        declined = self.declined.get(call.call_id, ())
+        return sum(float(self.offers[op].flex.p_default_kw[mask].sum()) for op in self.operators
+                   if op in self.offers and op not in declined and self._targets_operator(call, op))
+
     def _instruct(self, t_s: float, call: DRCall, rooms_kw: np.ndarray | None = None) -> None:
         share = self.accepted.get(call.call_id)
         if share is None:
             return  # not decided yet: nothing is dispatched before the platform opts in
+        release = self.policy.recovery == "release"
+        if call.has_setpoint:
+            # A setpoint becomes, each tick, the change from the targets' offered default power to it (held
+            # until the next tick's; no release: after the event there is no setpoint to step down from).
+            call = call.as_delta(t_s, self.dt_s, self._setpoint_baseline_kw(call))
+            release = False
         if rooms_kw is None:
             rooms_kw = self._room_kw(call)
         if self._strategy == "pro_rata":
@@ -383,7 +397,7 @@ class PlatformAgent:
                               for op in self.operators])
         delta_kw = call.delta_kw * share * self._scale.get(call.call_id, 1.0)
         shares_kw = self._allocator(delta_kw, rooms_kw, costs)
-        sent = self._released(call) if self.policy.recovery == "release" else call
+        sent = self._released(call) if release else call
         for op, share_kw in zip(self.operators, shares_kw):
             self.to_operator[op].send(Instruction(t_s, op, sent, float(share_kw)))
 
@@ -406,7 +420,7 @@ class PlatformAgent:
         recovery window is sent as it is.
         """
         rec_s = call.recovery_s
-        if call.cancelled or call.signal == "price_cny_per_kwh" or not rec_s or rec_s <= 0.0:
+        if call.cancelled or call.signal in ("price_cny_per_kwh", "setpoint_kw") or not rec_s or rec_s <= 0.0:
             return call
         base = call.intervals or ((call.start_s, call.end_s, call.p_kw),)
         v_last = base[-1][2]
@@ -479,7 +493,7 @@ class PlatformAgent:
         for call in sorted(self.calls.values(), key=_call_order):
             if call.end_s > t_s:
                 rooms_kw = self._room_kw(call)  # once per call and tick, for the loop and the split
-                if self.policy.tracking:
+                if self.policy.tracking and not call.has_setpoint:  # a setpoint is re-read every tick instead
                     self._track(t_s, call, rooms_kw)
                 self._instruct(t_s, call, rooms_kw)
         if self.policy.tracking:
