@@ -313,7 +313,8 @@ class SignalConfig(StrictModel):
     * ``delta_kw``: the requested change [kW], a magnitude (>= 0) signed by the event's ``direction``;
     * ``level``: OpenADR simple levels 0-3; level k requests ``level_fractions[k]`` x ``p_kw``
       (default fractions 0, 1/3, 2/3, 1: :data:`LEVEL_FRACTIONS`);
-    * ``setpoint_kw``: an absolute target of the targets' power [kW] (load convention);
+    * ``setpoint_kw``: an absolute target of the targets' power [kW] (load convention): a cap for a
+      reduce event, a floor for an increase event;
     * ``price_cny_per_kwh``: a price [CNY/kWh]; requests no power (kept for strategies).
     """
 
@@ -482,9 +483,11 @@ class DRCallConfig(StrictModel):
     exist; with a ``tier``, the notice (start - notification) is at least the
     tier's ``min_notice_s`` (an error, not a warning: a programme does not
     accept a day-ahead event announced two hours ahead). Target buses are
-    checked when the grid is built. ``setpoint_kw`` signals are validated and
-    stored, but a run refuses them until the engine converts setpoints to a
-    change (:meth:`vpp.dr.DRCall.setpoint_delta_kw`).
+    checked when the grid is built. A ``setpoint_kw`` event targets the power
+    on its buses (or the whole VPP): the platform turns it each tick into the
+    change from its operators' offered default power to the setpoint
+    (:meth:`vpp.dr.DRCall.as_delta`), and its request is measured against the
+    no-call twin, so it needs ``measurement.twin`` and no operator or fleet target.
     """
 
     id: Name = Field(description="the event's id (OpenADR eventID): names its result columns call.<id>.*")
