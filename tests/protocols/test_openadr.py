@@ -11,7 +11,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -284,6 +284,17 @@ def test_events_survive_the_wire_unchanged():
                 assert len(a) == len(b) and all(x == pytest.approx(y) for x, y in zip(a, b))
             n += 1
     assert n >= 4
+    # A setpoint event (an absolute cap on its buses' power) travels as a LOAD_DISPATCH setpoint, unsigned.
+    first = plant.calls[0].versions[0][1]
+    cap = replace(first, signal="setpoint_kw", intervals=((first.start_s, first.end_s, 1234.5),), p_kw=1234.5,
+                  operators=None, fleets=None, updates=(), price_intervals=())
+    xml = create_message("oadrDistributeEvent", events=[call_to_event(cap, clock, labels, "ven")], request_id="r",
+                         vtn_id="VTN", response={"response_code": 200, "response_description": "OK", "request_id": "r"})
+    assert b"setpoint" in (xml if isinstance(xml, bytes) else xml.encode())
+    _, payload = parse_message(xml)
+    back = event_to_call(payload["events"][0], clock, index, received_s=0.0)
+    assert back.signal == "setpoint_kw" and back.direction is cap.direction
+    assert back.intervals[0] == pytest.approx(cap.intervals[0]) and back.setpoint_kw_at(first.start_s) == 1234.5
 
 
 def test_an_event_for_an_unknown_bus_is_rejected_naming_it():

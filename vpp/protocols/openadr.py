@@ -174,8 +174,10 @@ def call_to_event(version: DRCall, clock: SimClock, bus_labels, ven_id: str):
     tag = f"vpp:{version.signal}:{version.direction.value}"
     signals = []
     if power is not None:
-        signals.append(objects.EventSignal(intervals=intervals(power, sign), signal_name="LOAD_DISPATCH",
-                                           signal_type="delta", signal_id=tag))
+        setpoint = version.signal == "setpoint_kw"  # an absolute target [kW], not a signed change
+        signals.append(objects.EventSignal(intervals=intervals(power, 1.0 if setpoint else sign),
+                                           signal_name="LOAD_DISPATCH", signal_type="setpoint" if setpoint else "delta",
+                                           signal_id=tag))
     if price is not None:
         signals.append(objects.EventSignal(intervals=intervals(price, 1.0), signal_name="ELECTRICITY_PRICE",
                                            signal_type="price", signal_id=tag if power is None else "vpp:price"))
@@ -298,11 +300,20 @@ def event_to_call(event: dict, clock: SimClock, plant: PlantIndex, received_s: f
     fields: dict = {}
     if power:
         sig = power[0]
-        if sig.get("signal_type") != "delta":
+        if sig.get("signal_type") not in ("delta", "setpoint"):
             raise EventRejected(f"event {call_id!r}: LOAD_DISPATCH of type {sig.get('signal_type')!r} is not "
-                                "dispatched; vpp takes type delta [kW]")
+                                "dispatched; vpp takes type delta or setpoint [kW]")
         signed = rows(sig)
         kind, direction = tag(sig)
+        if sig.get("signal_type") == "setpoint":
+            # A setpoint on the targets' power: a cap (reduce) unless the event says it is a floor (increase).
+            if any(v < 0.0 for _, _, v in signed):
+                raise EventRejected(f"event {call_id!r}: a LOAD_DISPATCH setpoint is a power >= 0 [kW]")
+            fields.update(signal="setpoint_kw", direction=Direction(direction or "reduce"), intervals=signed,
+                          p_kw=max(max(v for _, _, v in signed), 1e-9),
+                          price_intervals=rows(price[0]) if price else ())
+            signed = None
+    if power and signed is not None:
         if direction is None:
             total = sum(v * (b - a) for a, b, v in signed)
             direction = "increase" if total > 0.0 else "reduce"
@@ -317,7 +328,7 @@ def event_to_call(event: dict, clock: SimClock, plant: PlantIndex, received_s: f
             top = previous.p_kw
         fields.update(signal=kind if kind in ("delta_kw", "level") else "delta_kw", direction=Direction(direction),
                       intervals=intervals, p_kw=top, price_intervals=rows(price[0]) if price else ())
-    else:
+    elif not power:
         sig = price[0]
         kind, direction = tag(sig)
         fields.update(signal="price_cny_per_kwh", direction=Direction(direction or "reduce"), intervals=rows(sig),
