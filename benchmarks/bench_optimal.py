@@ -20,6 +20,13 @@ Run: ``python benchmarks/bench_optimal.py [--quick] [--skip-lp] [--sizes 1000 10
    (disaggregation), against the merit order on the same envelope. Ticks of
    5 min (H = 24) and 1 min (H = 120); EV departure buckets of 1 h and 15 min.
 
+Since the plan covers the recovery window and a 4-h return phase after the
+call (``return_s``), H is 72 at 5-min ticks and 288 at 1-min ticks (the
+``max_horizon_ticks`` cap) for this 2-h call; ``--quick`` then measured (loaded
+machine, 1-h buckets): 10^3 104 ms, 10^4 88 ms, 10^5 230 ms per plan at 5 min;
+0.76 s, 0.68 s, 1.27 s at 1 min (groups 22-27; 15-min buckets 2-3x the LP).
+The figures below are from before, with the window alone (H = 24 and 120).
+
 Measured on this machine (2 cores shared with other work, Python 3.11,
 scipy 1.17 / HiGHS 1.16; medians of 7, ranges over two runs):
 
