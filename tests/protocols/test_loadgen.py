@@ -98,6 +98,37 @@ def test_thousand_vens_register_opt_in_and_report_as_the_server_records_it():
     assert res["requests"]["by_message"]["oadrCreatePartyRegistration"]["sent"] == N_VENS
 
 
+def test_a_vens_re_registration_on_request_is_counted_once_and_it_goes_on():
+    async def go():
+        vtn = CountingVTN(poll_s=0.5, report_s=0.5)
+        poll = vtn.server.services["poll_service"]
+        first_poll = poll.handlers["oadrPoll"]
+        asked = set()
+
+        async def ask_once(payload):  # the VTN forgets each VEN (by name) once, at its first poll
+            name = vtn.ven_names[payload["ven_id"]]
+            if name not in asked:
+                asked.add(name)
+                return "oadrRequestReregistration", {"ven_id": payload["ven_id"]}
+            return await first_poll(payload)
+
+        poll.handlers["oadrPoll"] = ask_once
+        await vtn.start()
+        try:
+            res = await loadgen.run(loadgen.LoadgenConfig(vtn.url, 20, duration_s=3.0, poll_s=0.5, report_s=0.5))
+        finally:
+            await vtn.stop()
+        return res, vtn
+
+    res, vtn = asyncio.run(go())
+    reg, ev = res["registration"], res["event_opt_in"]
+    assert res["errors"]["total"] == 0, res["errors"]
+    assert reg["registered"] == 20 and reg["reregistrations"] == 20 and vtn.registrations == 40
+    # Each VEN's second venID gets its own event; the first venID's event is never polled for.
+    assert ev["opt_in_acked"] == 20 == vtn.opt["optIn"] and vtn.events_delivered == 20
+    assert res["reports"]["acked"] == vtn.report_values > 0
+
+
 def test_same_seed_same_plants_and_other_seed_other_plants():
     a, b, c = loadgen.draw_plants(50, 3), loadgen.draw_plants(50, 3), loadgen.draw_plants(50, 4)
     assert (a.p_base_kw == b.p_base_kw).all() and (a.shed_frac == b.shed_frac).all()
