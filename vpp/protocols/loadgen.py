@@ -10,7 +10,7 @@ opted into an active event (``shed_frac``). Its life on the wire:
 2. ``oadrRegisterReport`` of one METADATA_TELEMETRY_USAGE report with one
    real-power point in kW (rID ``p_kw``); if the VTN requests it, an
    ``oadrCreatedReport``;
-3. ``oadrPoll`` once at once, as openleadr's own client does after
+3. ``oadrPoll`` once right away, as openleadr's own client does after
    registering, then every ``poll_s`` from a seeded phase within the interval
    (so that N VENs do not poll in step); an ``oadrDistributeEvent`` is
    answered at once with ``oadrCreatedEvent`` (optIn) for every event that
