@@ -29,6 +29,7 @@ import json
 import logging
 import resource
 import signal
+import time
 from datetime import datetime, timedelta, timezone
 from functools import partial
 
@@ -57,6 +58,8 @@ class CountingVTN:
         self.report_values = 0
         self.report_sum_kw = 0.0
         self.ven_names: dict[str, str] = {}  # ven_id -> the venName it registered with
+        self.issued_at: dict[str, float] = {}  # event_id -> when it was issued [s, time.time()]
+        self.opt_latency_s: list[float] = []  # from issuing an event to the VEN's opt arriving here [s]
         self.values_kw: dict[str, list[float]] = {}  # venName -> report values received [kW]
         self.port: int | None = None
 
@@ -92,17 +95,19 @@ class CountingVTN:
 
     def _issue(self, ven_id):
         now = datetime.now(timezone.utc)
-        self.server.add_event(
+        event_id = self.server.add_event(
             ven_id=ven_id, signal_name="simple", signal_type="level",
             intervals=[{"dtstart": now, "duration": timedelta(seconds=EVENT_DURATION_S), "signal_payload": 1.0}],
             callback=self._on_opt, delivery_callback=self._on_delivered)
         self.events_issued += 1
+        self.issued_at[event_id] = now.timestamp()
 
     def _on_delivered(self):
         self.events_delivered += 1
 
     def _on_opt(self, ven_id, event_id, opt_type):
         self.opt[opt_type] = self.opt.get(opt_type, 0) + 1
+        self.opt_latency_s.append(time.time() - self.issued_at[event_id])
 
     def _on_register_report(self, ven_id, resource_id, measurement, unit, scale, min_sampling_interval,
                             max_sampling_interval):

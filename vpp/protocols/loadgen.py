@@ -10,7 +10,7 @@ opted into an active event (``shed_frac``). Its life on the wire:
 2. ``oadrRegisterReport`` of one METADATA_TELEMETRY_USAGE report with one
    real-power point in kW (rID ``p_kw``); if the VTN requests it, an
    ``oadrCreatedReport``;
-3. ``oadrPoll`` once at once, as openleadr's own client does after
+3. ``oadrPoll`` once right away, as openleadr's own client does after
    registering, then every ``poll_s`` from a seeded phase within the interval
    (so that N VENs do not poll in step); an ``oadrDistributeEvent`` is
    answered at once with ``oadrCreatedEvent`` (optIn) for every event that
@@ -41,7 +41,9 @@ as on one machine; ``perf_counter`` for durations):
   an event only at its next poll, so this includes up to one poll interval;
   also from sending the poll that brought the event (the VTN's first offer of
   it lies inside that round trip) and from receipt of the event to the
-  acknowledgement;
+  acknowledgement. The ``oadrCreatedEvent`` may wait for a request slot like
+  any request (``requests.slot_wait``): a wait well above zero means that
+  ``concurrency``, not only the VTN, shaped these figures;
 - reports acknowledged (``oadrUpdatedReport`` with response code 200) per
   second over the reporting window, and the sum of the acknowledged values [kW];
 - errors by kind: ``http_<status>``, ``schema_rejected_by_vtn`` (HTTP 400 "XML
@@ -83,7 +85,7 @@ PROGRESS_EVERY_S = 5.0
 _OADR_NS = "http://openadr.org/oadr-2.0b/2012/07"
 _EI_NS = "http://docs.oasis-open.org/ns/energyinterop/201110"
 _BARE_ANSWERS = ("oadrResponse", "oadrUpdatedReport")  # answers whose response code is all a VEN needs here
-NOT_SENT = None, None, None  # a request still queued for a slot when the run ended: dropped unsent, not an error
+NOT_SENT = None, None, None, None  # a request still queued for a slot when the run ended: dropped unsent, not an error
 
 
 class LoadgenError(ValueError):
@@ -212,7 +214,10 @@ class _Wire:
         await self.session.close()
 
     async def post(self, service: str, msg_type: str, body: str | bytes):
-        """(response type, payload, round trip [s]); None on any failure (counted by kind); NOT_SENT after the end."""
+        """(response type, payload, round trip [s], sent at [perf_counter s]).
+
+        None on any failure (counted by kind); NOT_SENT if the run ended while it waited for a slot.
+        """
         from lxml.etree import XMLSyntaxError
         from openleadr.messaging import parse_message, validate_xml_schema
 
@@ -250,7 +255,7 @@ class _Wire:
             return None
         if not content:  # openleadr answers an oadrResponse with an empty 200
             t.rtt_s.setdefault(msg_type, []).append(rtt)
-            return "", {}, rtt
+            return "", {}, rtt, t_send
         try:
             tree = validate_xml_schema(content)
         except (XMLSyntaxError, ValueError):
@@ -274,7 +279,7 @@ class _Wire:
             t.error(f"oadr_{code}", msg_type)
             return None
         t.rtt_s.setdefault(msg_type, []).append(rtt)
-        return r_type, payload, rtt
+        return r_type, payload, rtt, t_send
 
 
 def _metadata_report():
@@ -304,7 +309,8 @@ class _Ven:
         self.active: dict = {}  # event_id -> (start, end) [wall s] of events opted into
         self.next_report = math.inf
 
-    async def register(self) -> bool:
+    async def register(self, again: bool = False) -> bool:
+        """Query and create the registration; ``again`` when the VTN asked for it (not counted twice)."""
         from openleadr.messaging import create_message
 
         g, t = self.g, self.g.tally
@@ -331,9 +337,9 @@ class _Ven:
             t.reg_failures += 1
             return False
         self.ven_id = payload["ven_id"]
-        now = time.perf_counter()
-        t.reg_latency_s.append(q[2] + r[2])
-        t.reg_wall_s.append(now - t.t0)
+        if not again:
+            t.reg_latency_s.append(q[2] + r[2])
+            t.reg_wall_s.append(time.perf_counter() - t.t0)
         return True
 
     async def register_report(self) -> None:
@@ -407,12 +413,11 @@ class _Ven:
 
     async def poll(self) -> None:
         g, t = self.g, self.g.tally
-        t_sent = time.perf_counter()
         r = await g.wire.post("OadrPoll", "oadrPoll", self.poll_body)
         if r is None or r is NOT_SENT:
             return
-        r_type, payload, _ = r
-        t_receipt = time.perf_counter()
+        r_type, payload, rtt, t_sent = r
+        t_receipt = t_sent + rtt
         if r_type in ("", "oadrResponse"):
             return
         if r_type == "oadrDistributeEvent":
@@ -421,7 +426,7 @@ class _Ven:
             await self.create_report(payload)
         elif r_type == "oadrRequestReregistration":
             t.reregistrations += 1
-            if await self.register():
+            if await self.register(again=True):
                 await self.register_report()
                 self._make_poll_body()
         else:
