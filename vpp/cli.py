@@ -838,11 +838,27 @@ def vtn_cmd(
     vtn.write(out_dir)
     if not quiet:
         s = vtn.summary()
-        for row in s["opt_latency"]:
-            typer.echo(f"{row['event_id']} v{row['modification']} -> {row['ven_id']}: {row['opt']} after "
-                       f"{row['latency_wall_s']:.3f} s wall", err=True)
-        typer.echo(f"VENs {', '.join(s['vens']) or 'none'}; ticks reported {s['n_ticks_reported']}; "
-                   f"written to {out_dir}/", err=True)
+        rows = s["opt_latency"]
+        if len(rows) <= 10:
+            for row in rows:
+                typer.echo(f"{row['event_id']} v{row['modification']} -> {row['ven_id']}: {row['opt']} after "
+                           f"{row['latency_wall_s']:.3f} s wall", err=True)
+        else:  # thousands of VENs (vpp loadgen): a line per event version, the rest is in protocol.json
+            import numpy as np
+
+            by_version: dict = {}
+            for row in rows:
+                by_version.setdefault((row["event_id"], row["modification"]), []).append(row)
+            for (eid, mod), got in by_version.items():
+                lat = np.array([r["latency_wall_s"] for r in got])
+                opts = {o: sum(r["opt"] == o for r in got) for o in sorted({r["opt"] for r in got})}
+                typer.echo(f"{eid} v{mod}: {len(got):,} VENs answered {opts}; sent -> answer median "
+                           f"{np.median(lat):.3f} s, p99 {np.percentile(lat, 99):.3f} s wall", err=True)
+        vens = s["vens"]
+        named = ", ".join(vens) if len(vens) <= 10 else f"{len(vens):,} ({vens[0]} ... {vens[-1]})"
+        reported = s["n_ticks_reported"]
+        ticks = reported if len(reported) <= 10 else f"{sum(reported.values()):,} ticks from {len(reported):,} VENs"
+        typer.echo(f"VENs {named or 'none'}; ticks reported {ticks}; written to {out_dir}/", err=True)
     if message:
         _fail(message, code)
 
