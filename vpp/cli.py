@@ -784,7 +784,10 @@ def vtn_cmd(
     """Issue the scenario's DR events as an OpenADR 2.0b VTN to whichever VENs register.
 
     The simulated clock starts when the first VEN registers; each event version
-    (modifications, cancellations) goes out at its announce time on it. Runs to
+    (modifications, cancellations) goes out at its announce time on it. With
+    the scenario's openadr.vens: operator, VENs register under operator names
+    and each gets its operator's part of each event that concerns it (split by
+    rated capacity on the event's buses; see README "OpenADR"). Runs to
     the scenario's end and writes the protocol timeline (protocol.json: every
     event sent, delivered, opted; reports.csv: every tick a VEN reported).
     Exit 2 for bad input (nothing written), 1 when no VEN registered within
@@ -951,7 +954,8 @@ def ven_cmd(
             "role": "ven", "vens": "operator",
             "per_operator": [{**c.summary(), "timeline": c.timeline.rows} for c in clients],
             "opt_latency": [{**r, "operator": c.operator} for c in clients for r in c.summary()["opt_latency"]],
-            "n_ticks_reported": sum(c.n_reported for c in clients), "n_ticks_unsent": sum(len(c.unsent) for c in clients)}
+            "n_ticks_reported": sum(c.n_reported for c in clients),
+            "n_ticks_unsent": sum(len(c.unsent) for c in clients)}
     else:
         client = clients[0]
         results.summary["protocol"] = {**client.summary(), "timeline": client.timeline.rows}

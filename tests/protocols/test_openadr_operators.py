@@ -122,8 +122,6 @@ def test_opt_answers_are_the_platforms_decision_per_operator_call(wire):
 def test_delivered_energy_per_operator_call_matches_the_in_memory_run_of_the_split(wire):
     """The in-memory run of the same split events (no wire) is the reference for each operator call."""
     sc, vtn, vens, results = wire
-    from vpp.run import RunSession  # noqa: F401  (the session API the VEN uses)
-
     session = prepare_run(sc, local_calls=False)
     n_bus = len(session.plant.grid.bus_index)
     plant = build_plant(sc)
