@@ -784,7 +784,10 @@ def vtn_cmd(
     """Issue the scenario's DR events as an OpenADR 2.0b VTN to whichever VENs register.
 
     The simulated clock starts when the first VEN registers; each event version
-    (modifications, cancellations) goes out at its announce time on it. Runs to
+    (modifications, cancellations) goes out at its announce time on it. With
+    the scenario's openadr.vens: operator, VENs register under operator names
+    and each gets its operator's part of each event that concerns it (split by
+    rated capacity on the event's buses; see README "OpenADR"). Runs to
     the scenario's end and writes the protocol timeline (protocol.json: every
     event sent, delivered, opted; reports.csv: every tick a VEN reported).
     Exit 2 for bad input (nothing written), 1 when no VEN registered within
@@ -869,7 +872,8 @@ def ven_cmd(
                                                   "scheduled; events come from the VTN)")],
     vtn: Annotated[str, typer.Option("--vtn", help="the VTN's URL, e.g. http://127.0.0.1:8080/OpenADR2/Simple/2.0b")],
     speed: Annotated[float, typer.Option("--speed", help="simulated seconds per wall second")] = 60.0,
-    ven_name: Annotated[str, typer.Option("--ven-name", help="the name this VEN registers with")] = "vpp",
+    ven_name: Annotated[str, typer.Option("--ven-name", help="the name this VEN registers with (openadr.vens: "
+                                          "operator: each VEN registers with its operator's name)")] = "vpp",
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="output directory as for vpp run (default: results/<name>-ven)")] = None,
     poll_s: Annotated[float, typer.Option("--poll-s", min=0.05, help="polling interval [wall s]")] = 1.0,
@@ -889,7 +893,10 @@ def ven_cmd(
     The plant and its no-call twin run as in vpp run, tick by tick at the
     simulated clock (started at registration); each event received is taken
     into the run at the next tick boundary, the platform opts in or out, and
-    the metered power of every tick is reported. Writes what vpp run writes,
+    the metered power of every tick is reported. With the scenario's
+    openadr.vens: operator, one VEN per operator (named after it) runs around
+    the one plant, each taking its operator's events and reporting its
+    operator's power. Writes what vpp run writes,
     with the protocol timeline in summary.json ("protocol"). Exit 2 for bad
     input or a VTN that cannot be reached within --connect-timeout-s (nothing
     written); 1 for a run that failed mid-way; 130 / 143 on SIGINT / SIGTERM.
@@ -902,6 +909,10 @@ def ven_cmd(
     if url.scheme not in ("http", "https") or not url.hostname:
         _fail(f"--vtn {vtn!r}: give the VTN's URL, http:// or https://host:port/path", EXIT_BAD_INPUT)
     sc = _load(scenario, seed)
+    per_operator = sc.openadr.vens == "operator"
+    if per_operator and ven_name != "vpp":
+        _fail(f"--ven-name {ven_name}: with openadr.vens: operator each VEN registers with its operator's name; "
+              "leave --ven-name out", EXIT_BAD_INPUT)
     tls = _tls(url.hostname, cert, key, ca, "connect to")
     if (tls is None) != (url.scheme == "http"):
         _fail(f"--vtn {vtn}: use https:// with --cert, --key and --ca, http:// without them", EXIT_BAD_INPUT)
@@ -915,7 +926,8 @@ def ven_cmd(
     _protocol_logging(quiet)
     import asyncio
 
-    from vpp.protocols.openadr import VEN, VTNUnreachable, probe_vtn
+    from vpp.protocols.clock import SimClock
+    from vpp.protocols.openadr import VEN, VTNUnreachable, probe_vtn, run_vens
     from vpp.run import RunError, prepare_run
     from vpp.scenario import ScenarioError
 
@@ -937,18 +949,32 @@ def ven_cmd(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda s=sig: received.append(signal.Signals(s).name))
-        client = VEN(session, vtn, speed=speed, ven_name=ven_name, poll_s=poll_s, tls=tls,
-                     vtn_fingerprint=vtn_fingerprint, connect_timeout_s=connect_timeout_s)
+        kw = dict(speed=speed, poll_s=poll_s, tls=tls, vtn_fingerprint=vtn_fingerprint,
+                  connect_timeout_s=connect_timeout_s)
+        if per_operator:  # one VEN per operator, one plant and one clock
+            clock = SimClock(sc.time.calendar, speed)
+            clients = [VEN(session, vtn, operator=op, clock=clock, **kw) for op in session.engine.portfolios]
+        else:
+            clients = [VEN(session, vtn, ven_name=ven_name, **kw)]
         try:
-            return client, await client.run(stop=lambda: received[0] if received else None), None
+            return clients, await run_vens(clients, stop=lambda: received[0] if received else None), None
         except RunError as exc:
-            return client, exc.results, exc
+            return clients, exc.results, exc
 
     try:
-        client, results, exc = asyncio.run(go())
+        clients, results, exc = asyncio.run(go())
     except VTNUnreachable as err:
         _fail(f"{err}; nothing written", EXIT_BAD_INPUT)
-    results.summary["protocol"] = {**client.summary(), "timeline": client.timeline.rows}
+    if per_operator:
+        results.summary["protocol"] = {
+            "role": "ven", "vens": "operator",
+            "per_operator": [{**c.summary(), "timeline": c.timeline.rows} for c in clients],
+            "opt_latency": [{**r, "operator": c.operator} for c in clients for r in c.summary()["opt_latency"]],
+            "n_ticks_reported": sum(c.n_reported for c in clients),
+            "n_ticks_unsent": sum(len(c.unsent) for c in clients)}
+    else:
+        client = clients[0]
+        results.summary["protocol"] = {**client.summary(), "timeline": client.timeline.rows}
     try:
         write_results(results, out_dir)
     except (OutputDirError, OSError) as err:
@@ -962,8 +988,9 @@ def ven_cmd(
         typer.echo(summary_table(results))
         p = results.summary["protocol"]
         for row in p["opt_latency"]:
-            typer.echo(f"{row['event_id']} v{row['modification']}: {row['opt']} {row['latency_wall_s']:.3f} s wall "
-                       "after it arrived")
+            who = f" ({row['operator']})" if "operator" in row else ""
+            typer.echo(f"{row['event_id']}{who} v{row['modification']}: {row['opt']} {row['latency_wall_s']:.3f} s "
+                       "wall after it arrived")
         typer.echo(f"\nticks reported {p['n_ticks_reported']} (unsent {p['n_ticks_unsent']}); written to {out_dir}/ "
                    f"in {results.meta['wall_time_s']:.2f} s")
 

@@ -215,3 +215,21 @@ def test_a_setpoint_event_holds_its_buses_at_the_setpoint_measured_against_the_t
     dlv = ts["call.cap.delivered_kw"].to_numpy()[window]
     assert dlv[asked] == pytest.approx((p_free_kw[window] - p_kw)[asked], rel=1e-6, abs=1e-6)
     assert c["delivered_kwh"] == pytest.approx(float(dlv.sum() * dt_h))
+
+
+def test_tracking_an_operator_targeted_call_measures_that_operators_load_only(small_dict):
+    """The loop's achieved change is the target operator's metered change (the recorder's fleet columns)."""
+    small_dict["dr_calls"][0]["targets"] = {"operators": ["towerco"]}
+    small_dict["dr_calls"][0]["p_kw"] = 50
+    small_dict["platform"] = {"tracking": True, "tracking_reference": "pre_event"}
+    res = _run(small_dict)
+    ts = res.timeseries.set_index("t_s")
+    p_kw = ts["fleet.towers.p_kw"]  # towerco's only fleet
+    pre_kw = p_kw[(p_kw.index >= 3600 - 900) & (p_kw.index < 3600)].mean()
+    others_kw = ts["fleet.ac.p_kw"] + ts["fleet.dc.p_kw"] + ts["fleet.offices.p_kw"]
+    log = res.summary["platform"]["tracking_log"]["peak"]
+    assert log
+    for e in log:
+        assert e["achieved_kw"] == pytest.approx(p_kw[e["telemetry_t_s"]] - pre_kw, abs=1e-6)
+    # the other operators' load moves in the window, so measuring them too would differ
+    assert others_kw.loc[3600:7200].std() > 10.0

@@ -47,6 +47,25 @@ Reports
     VTN did not acknowledge is sent again. The VTN takes the registered report
     as standing: it sends no ``oadrCreateReport`` (a simplification).
 
+One VEN per operator (scenario ``openadr: {vens: operator}``)
+    ``vpp ven`` runs one VEN client per operator (``ven_name`` = the operator's
+    name) around the one plant and twin (one engine, one clock). Each
+    registers, polls, opts and reports on its own: its reports carry its
+    operator's metered power per tick. An event reaching operator X's VEN is
+    injected as a call restricted to X (``operators=(X,)``) with the id
+    ``<event id>@X``; its opt answer is the platform's decision for that call;
+    an event naming another operator's group or fleet is rejected (opt-out).
+    ``vpp vtn`` sends each event version to the operator VENs it concerns (its
+    operator targets, or every operator), with the same event id, the
+    operator's group as target and the event's power split among them **in
+    proportion to each operator's rated capacity on the event's targets**:
+    the sum of its targeted devices' rated power (:data:`RATED_KW`, a device's
+    largest grid draw) on the target buses, from the scenario's plant (what a
+    utility knows as enrolled capacity). Operators with no capacity there get
+    nothing. A price-only event goes unsplit to each; a ``setpoint_kw`` event
+    (an absolute cap on its buses, which the platform cannot restrict to one
+    operator) is refused at the VTN's start.
+
 Faults
     A VTN that cannot be reached when a VEN starts: the VEN retries for
     ``connect_timeout_s`` wall seconds and then gives up with
@@ -66,13 +85,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
+
 from vpp.dr import Direction, DRCall
 from vpp.protocols.clock import SimClock
 from vpp.protocols.tls import TLSFiles
 
 __all__ = [
     "ProtocolsMissing", "VTNUnreachable", "EventRejected", "Timeline", "VTN", "VEN", "call_to_event",
-    "event_to_call", "require_openleadr", "probe_vtn",
+    "event_to_call", "require_openleadr", "probe_vtn", "RATED_KW", "operator_capacity_kw", "split_by_operator",
+    "run_vens", "operator_call_id",
 ]
 
 log = logging.getLogger("vpp.protocols.openadr")
@@ -381,6 +403,61 @@ def event_to_call(event: dict, clock: SimClock, plant: PlantIndex, received_s: f
         raise EventRejected(f"event {call_id!r}: {exc}") from None
 
 
+# --- one VEN per operator: the VTN's split ---------------------------------------------------------------
+
+RATED_KW = {
+    "ev": lambda f: f.p_rated_kw,  # the charger's rating
+    "basestation": lambda f: f.p_busy_kw + f.p_batt_max_kw,  # busy site load plus battery charging
+    "building": lambda f: f.p_base_peak_kw + f.p_hvac_max_kw + f.p_batt_max_kw,  # peak base load, HVAC, battery
+}
+"""Per fleet kind: each device's rated power [kW], its largest grid draw (enrolled capacity, not a state)."""
+
+
+def _rated_kw(fleet) -> np.ndarray:
+    get = RATED_KW.get(fleet.kind)
+    if get is None:
+        raise ValueError(f"no rated power for fleet kind {fleet.kind!r}; known: {', '.join(RATED_KW)}")
+    return np.broadcast_to(np.asarray(get(fleet), dtype=float), (fleet.n,))
+
+
+def operator_capacity_kw(fleets, version: DRCall, n_bus: int) -> dict[str, float]:
+    """Per operator: the rated power [kW] of its devices the event targets (its buses, operators, fleets)."""
+    mask = version.bus_mask(n_bus)
+    out: dict[str, float] = {}
+    for f in fleets:
+        if version.operators is not None and f.operator not in version.operators:
+            continue
+        if version.fleets is not None and f.name not in version.fleets:
+            continue
+        out.setdefault(f.operator, 0.0)
+        out[f.operator] += float(_rated_kw(f)[mask[f.bus_idx]].sum())
+    return out
+
+
+def split_by_operator(version: DRCall, capacity_kw: dict[str, float]) -> dict[str, DRCall]:
+    """Operator -> its version of the event: its group as target, the power scaled by its capacity share.
+
+    Operators with no capacity get none. A price-only event is not split.
+    """
+    total = sum(capacity_kw.values())
+    out = {}
+    for op, cap in capacity_kw.items():
+        if not cap > 0.0:
+            continue
+        if version.signal == "price_cny_per_kwh":
+            out[op] = replace(version, operators=(op,))
+            continue
+        share = cap / total
+        out[op] = replace(version, operators=(op,), p_kw=version.p_kw * share,
+                          intervals=tuple((a, b, v * share) for a, b, v in version.intervals))
+    return out
+
+
+def operator_call_id(event_id: str, operator: str) -> str:
+    """The engine's id of an event as operator ``operator``'s VEN takes it."""
+    return f"{event_id}@{operator}"
+
+
 # --- the VTN --------------------------------------------------------------------------------------------
 
 
@@ -400,7 +477,26 @@ class VTN:
         from openleadr import OpenADRServer
 
         self.scenario = scenario
-        if calls is None or bus_labels is None:
+        self.per_operator = scenario.openadr.vens == "operator"
+        self.capacity_kw: dict[str, dict[str, float]] = {}  # call id -> operator -> rated capacity targeted [kW]
+        if self.per_operator:
+            # The split needs each operator's rated capacity per bus: the scenario's plant.
+            from vpp.build import build_plant
+
+            plant = build_plant(scenario)
+            if calls is None or bus_labels is None:
+                calls, bus_labels = plant.calls, [str(int(b)) for b in plant.grid.bus_index]
+            self.operators = tuple(dict.fromkeys(f.operator for f in plant.fleets))
+            n_bus = len(bus_labels)
+            for call in calls:
+                if call.has_setpoint:
+                    from vpp.scenario import ScenarioError
+
+                    raise ScenarioError(f"openadr.vens: operator: event {call.call_id!r} is a setpoint_kw event, an "
+                                        "absolute cap on its buses that cannot be split among operators; use "
+                                        "openadr.vens: platform")
+                self.capacity_kw[call.call_id] = operator_capacity_kw(plant.fleets, call, n_bus)
+        elif calls is None or bus_labels is None:
             from vpp.build import build_calls, build_grid
 
             grid = build_grid(scenario)
@@ -451,6 +547,11 @@ class VTN:
             self.timeline.add("registration_rejected", ven_name=name, reason="no client certificate")
             log.warning("VTN: registration of %r rejected: no client certificate", name)
             return False
+        if self.per_operator and name not in self.operators:
+            reason = f"VEN name {name!r} is not an operator of the scenario; valid: {', '.join(self.operators)}"
+            self.timeline.add("registration_rejected", ven_name=name, reason=reason)
+            log.warning("VTN: registration rejected: %s (openadr.vens: operator)", reason)
+            return False
         ven_id = next((v["ven_id"] for v in self.vens.values() if v["ven_name"] == name), None) or f"ven_{name}"
         info = {"ven_id": ven_id, "ven_name": name, "registration_id": f"reg_{ven_id}", "fingerprint": fp}
         new = ven_id not in self.vens
@@ -460,7 +561,7 @@ class VTN:
             self.clock.start()  # the simulated day begins with the first VEN
         if new:
             for version in self.announced.values():  # what the others already have
-                self._send(ven_id, version)
+                self._offer(ven_id, version)
         self.registered.set()
         return ven_id, info["registration_id"]
 
@@ -544,13 +645,27 @@ class VTN:
         self.queues.setdefault(ven_id, {})[version.call_id] = version
         self.dirty.add(ven_id)
         self.timeline.add("sent", ven_id=ven_id, event_id=version.call_id, modification=version.modification,
-                          cancelled=version.cancelled, start_iso=self.clock.to_datetime(version.start_s).isoformat())
+                          cancelled=version.cancelled, start_iso=self.clock.to_datetime(version.start_s).isoformat(),
+                          p_kw=version.p_kw, energy_kwh=None if version.has_setpoint else version.energy_kwh())
+
+    def _offer(self, ven_id: str, version: DRCall) -> None:
+        """Send ``version`` to ``ven_id``: as it is, or (one VEN per operator) its operator's part, if any."""
+        if not self.per_operator:
+            self._send(ven_id, version)
+            return
+        name = self.vens[ven_id]["ven_name"]
+        cap = self.capacity_kw.get(version.call_id)
+        if cap is None:  # a version of a call the VTN was not built with
+            cap = self.capacity_kw[version.call_id] = {}
+        part = split_by_operator(version, cap).get(name)
+        if part is not None:
+            self._send(ven_id, part)
 
     def announce(self, version: DRCall) -> None:
-        """Send ``version`` (a new event, a modification or a cancellation) to every registered VEN."""
+        """Send ``version`` (a new event, a modification or a cancellation) to every registered VEN it concerns."""
         self.announced[version.call_id] = version
         for ven_id in list(self.vens):
-            self._send(ven_id, version)
+            self._offer(ven_id, version)
 
     def schedule(self) -> list[tuple[float, DRCall]]:
         """``(announce_s, version)`` of every version of every call, in the order the grid operator sends them."""
@@ -708,18 +823,27 @@ class VEN:
     (:func:`vpp.run.prepare_run`). ``tls``: the VEN's certificate, key and the
     CA the VTN's certificate must chain to; ``vtn_fingerprint`` makes it check
     the VTN's message signatures.
+
+    ``operator``: this VEN is that operator's (one VEN per operator, see the
+    module docstring): it registers under the operator's name, takes only
+    events for its operator (injected as ``<event id>@<operator>``,
+    restricted to it) and reports its operator's metered power. Several such
+    VENs share the session and a ``clock``; :func:`run_vens` runs them.
     """
 
     def __init__(self, session, vtn_url: str, *, speed: float = 60.0, ven_name: str = "vpp", poll_s: float = 1.0,
                  report_s: float = 1.0, tls: TLSFiles | None = None, vtn_fingerprint: str | None = None,
-                 connect_timeout_s: float = 30.0):
+                 connect_timeout_s: float = 30.0, operator: str | None = None, clock: SimClock | None = None):
         require_openleadr()
         from openleadr import OpenADRClient
 
         self.session = session
         sc = session.scenario
-        self.clock = SimClock(sc.time.calendar, speed)
+        self.clock = SimClock(sc.time.calendar, speed) if clock is None else clock
         self.timeline = Timeline(self.clock)
+        self.operator = operator
+        if operator is not None:
+            ven_name = operator
         self.vtn_url = vtn_url
         self.poll_s, self.report_s, self.connect_timeout_s = float(poll_s), float(report_s), float(connect_timeout_s)
         kw = {}
@@ -729,13 +853,21 @@ class VEN:
         self.client = OpenADRClient(ven_name=ven_name, vtn_url=vtn_url, show_fingerprint=False, **kw)
         engine = session.engine
         grid = session.plant.grid
-        self.plant = PlantIndex({str(int(b)): i for i, b in enumerate(grid.bus_index)}, tuple(engine.portfolios),
-                                tuple(f.name for f in engine.fleets))
+        buses = {str(int(b)): i for i, b in enumerate(grid.bus_index)}
+        if operator is None:
+            self.plant = PlantIndex(buses, tuple(engine.portfolios), tuple(f.name for f in engine.fleets))
+            self._agent = None
+        else:
+            if operator not in engine.portfolios:
+                raise ValueError(f"operator {operator!r} is not in the plant; valid: {', '.join(engine.portfolios)}")
+            self.plant = PlantIndex(buses, (operator,), tuple(f.name for f in engine.portfolios[operator].fleets))
+            self._agent = next(a for a in engine.operators if a.name == operator)
         self.known: dict[str, _Known] = {}
         self.pending: list[tuple[float, dict, DRCall]] = []  # (received_s, event, version) to inject
-        self.awaiting: list[tuple] = []  # (event id, modification, request id, required): answer when decided
+        self.awaiting: list[tuple] = []  # (call id, event id, modification, request id, required): answer when decided
         self.unsent: list[tuple[float, float]] = []  # (t_s, p_kw) of ticks not yet acknowledged by the VTN
         self.n_reported = 0
+        self._report_lock = asyncio.Lock()
         self._online = True
         self._stop = False
 
@@ -817,8 +949,8 @@ class VEN:
             eid = str(desc.get("event_id"))
             mod = int(desc.get("modification_number") or 0)
             k = self.known.setdefault(eid, _Known())
-            if mod in k.answered or any(a[0] == eid and a[1] == mod for a in self.awaiting) \
-                    or any(v.call_id == eid and v.modification == mod for _, _, v in self.pending):
+            if mod in k.answered or any(a[1] == eid and a[2] == mod for a in self.awaiting) \
+                    or any(m["event_id"] == eid and v.modification == mod for _, m, v in self.pending):
                 continue  # a version already taken (openleadr re-sends every event on each update)
             required = event.get("response_required", "always") == "always"
             if k.rejected is not None:
@@ -834,9 +966,11 @@ class VEN:
                 log.warning("VEN: event rejected: %s", exc)
                 self._answer_later(eid, mod, request_id, "optOut", required)
                 continue
+            if self.operator is not None:  # the operator's own call (a group or fleet of another is rejected above)
+                version = replace(version, call_id=operator_call_id(eid, self.operator), operators=(self.operator,))
             self.timeline.add("received", event_id=eid, modification=mod, cancelled=version.cancelled,
-                              start_s=version.start_s, late=now_s > version.start_s)
-            self.pending.append((now_s, {"request_id": request_id, "required": required}, version))
+                              start_s=version.start_s, late=now_s > version.start_s, p_kw=version.p_kw)
+            self.pending.append((now_s, {"request_id": request_id, "required": required, "event_id": eid}, version))
 
     def _answer_later(self, eid: str, mod: int, request_id, opt: str, required: bool) -> None:
         self.known.setdefault(eid, _Known()).answered[mod] = opt
@@ -861,7 +995,8 @@ class VEN:
         due = [p for p in self.pending if p[0] <= now_s + _TOL_S]
         self.pending = [p for p in self.pending if p[0] > now_s + _TOL_S]
         for received_s, meta, version in due:
-            k = self.known.setdefault(version.call_id, _Known())
+            eid = meta["event_id"]
+            k = self.known.setdefault(eid, _Known())
             try:
                 if k.first is None:
                     call = version
@@ -873,32 +1008,36 @@ class VEN:
                     call = replace(k.first, updates=tuple(k.updates) + ((now_s, version),))
                     k.updates.append((now_s, version))
             except ValueError as exc:  # a modification that may not change start, direction or targets
-                self.timeline.add("rejected", event_id=version.call_id, modification=version.modification,
-                                  reason=str(exc))
-                self._answer_later(version.call_id, version.modification, meta["request_id"], "optOut",
-                                   meta["required"])
+                self.timeline.add("rejected", event_id=eid, modification=version.modification, reason=str(exc))
+                self._answer_later(eid, version.modification, meta["request_id"], "optOut", meta["required"])
                 continue
             engine.inject(call)
-            self.timeline.add("injected", event_id=version.call_id, modification=version.modification,
+            self.timeline.add("injected", event_id=eid, call_id=version.call_id, modification=version.modification,
                               engine_t_s=now_s)
-            self.awaiting.append((version.call_id, version.modification, meta["request_id"], meta["required"]))
+            self.awaiting.append((version.call_id, eid, version.modification, meta["request_id"], meta["required"]))
         still = []
-        for eid, mod, request_id, required in self.awaiting:
-            share = engine.platform.accepted.get(eid)
+        for cid, eid, mod, request_id, required in self.awaiting:
+            share = engine.platform.accepted.get(cid)
             if share is None:
-                still.append((eid, mod, request_id, required))
+                still.append((cid, eid, mod, request_id, required))
                 continue
             opt = "optIn" if share > 0.0 else "optOut"
-            self.timeline.add("decided", event_id=eid, modification=mod, opt=opt, share=share)
+            self.timeline.add("decided", event_id=eid, call_id=cid, modification=mod, opt=opt, share=share)
             self._answer_later(eid, mod, request_id, opt, required)
         self.awaiting = still
 
-    def _on_tick(self, outcome) -> None:
-        self.session.on_tick(outcome)
-        self.unsent.append((outcome.t_s, float(outcome.p_fleet_kw.sum())))
+    def _record(self, outcome) -> None:
+        """Keep the tick's metered power for the next report: the plant's, or this VEN's operator's."""
+        p_kw = float(outcome.p_fleet_kw.sum()) if self._agent is None else float(self._agent.p_kw.sum())
+        self.unsent.append((outcome.t_s, p_kw))
 
     async def _send_reports(self) -> bool:
         """Send every tick not yet acknowledged; True when the VTN took them."""
+        # One batch at a time: the report loop and the final flush must not send (and then drop) the same ticks.
+        async with self._report_lock:
+            return await self._send_batch()
+
+    async def _send_batch(self) -> bool:
         if not self.unsent:
             return True
         from openleadr import objects
@@ -938,51 +1077,84 @@ class VEN:
         ``stop()`` (a reason or None) is asked between ticks, as in
         :func:`vpp.run.run_scenario`; the results are then marked incomplete.
         """
-        try:
-            await self.register()
-        except BaseException:
-            if self.client.client_session is not None:
-                await self.client.client_session.close()
-            raise
-        engine = self.session.engine
-        tasks = [asyncio.create_task(self._poll_loop()), asyncio.create_task(self._report_loop())]
-        error = stopped_by = None
-        try:
-            engine.start(self._on_tick)
-            dt_s = self.session.scenario.time.dt_s
-            while True:
-                self._inject_due()
-                reason = stop() if stop is not None else None
-                if reason:
-                    stopped_by, error = str(reason), f"interrupted by {reason} at t_s={engine.now_s:g}"
-                    break
-                await self.clock.sleep_until((engine.ticks_done + 1) * dt_s)
-                more = engine.advance()
-                await asyncio.sleep(0)  # let polls and reports through when the engine runs behind the clock
-                if not more:
-                    self._inject_due()
-                    break
-        except Exception as exc:  # keep what was computed
-            stopped_by, error = "error", f"{type(exc).__name__} at t_s={engine.now_s:g}: {exc}"
-        finally:
-            self._stop = True
-            for _ in range(5):  # the last ticks' reports and answers
-                if await self._send_reports():
-                    break
-                await asyncio.sleep(self.poll_s)
-            await asyncio.sleep(0.05)
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self.client.client_session is not None:
-                await self.client.client_session.close()
-        return self.session.finish(error, stopped_by)
+        return await run_vens([self], stop)
+
+    async def _close(self) -> None:
+        if self.client.client_session is not None:
+            await self.client.client_session.close()
 
     def summary(self) -> dict:
         return {"role": "ven", "speed": self.clock.speed, "vtn_url": self.vtn_url, "ven_id": self.client.ven_id,
+                **({} if self.operator is None else {"operator": self.operator}),
                 "opt_latency": self.timeline.opt_latencies("received", "opt_sent"),
                 "n_ticks_reported": self.n_reported, "n_ticks_unsent": len(self.unsent),
                 "rejected": [r for r in self.timeline.rows if r["what"] == "rejected"]}
+
+
+async def run_vens(vens: list[VEN], stop=None):
+    """Run the one plant of ``vens`` (VENs sharing a session and clock) and return its Results.
+
+    Every VEN registers (a VTN that cannot be reached: :class:`VTNUnreachable`);
+    then the engine runs tick by tick at the simulated clock: between ticks each
+    VEN injects the events it received and answers the platform's decisions,
+    after each tick each keeps its metered power for its reports. ``stop()``
+    (a reason or None) is asked between ticks, as in :func:`vpp.run.run_scenario`;
+    the results are then marked incomplete.
+    """
+    session = vens[0].session
+    try:
+        await asyncio.gather(*(v.register() for v in vens))
+    except BaseException:
+        for v in vens:
+            await v._close()
+        raise
+    engine = session.engine
+
+    def on_tick(outcome) -> None:
+        session.on_tick(outcome)
+        for v in vens:
+            v._record(outcome)
+
+    tasks = [asyncio.create_task(loop()) for v in vens for loop in (v._poll_loop, v._report_loop)]
+    error = stopped_by = None
+    try:
+        engine.start(on_tick)
+        dt_s = session.scenario.time.dt_s
+        clock = vens[0].clock
+        while True:
+            for v in vens:
+                v._inject_due()
+            reason = stop() if stop is not None else None
+            if reason:
+                stopped_by, error = str(reason), f"interrupted by {reason} at t_s={engine.now_s:g}"
+                break
+            await clock.sleep_until((engine.ticks_done + 1) * dt_s)
+            more = engine.advance()
+            await asyncio.sleep(0)  # let polls and reports through when the engine runs behind the clock
+            if not more:
+                for v in vens:
+                    v._inject_due()
+                break
+    except Exception as exc:  # keep what was computed
+        stopped_by, error = "error", f"{type(exc).__name__} at t_s={engine.now_s:g}: {exc}"
+    finally:
+        for v in vens:
+            v._stop = True
+
+        async def flush(v):
+            for _ in range(5):  # the last ticks' reports and answers
+                if await v._send_reports():
+                    break
+                await asyncio.sleep(v.poll_s)
+
+        await asyncio.gather(*(flush(v) for v in vens))
+        await asyncio.sleep(0.05)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for v in vens:
+            await v._close()
+    return session.finish(error, stopped_by)
 
 
 async def _retry(ask, client, url: str, timeout_s: float, every_s: float, what: str) -> None:

@@ -51,6 +51,7 @@ __all__ = [
     "OutputConfig",
     "MeasurementConfig",
     "GridOperatorConfig",
+    "OpenADRConfig",
 ]
 
 MAX_DURATION_S = 366 * 86_400.0  # longest horizon, and any time in a scenario [s]
@@ -781,6 +782,16 @@ class PlatformConfig(StrictModel):
     )
 
 
+class OpenADRConfig(StrictModel):
+    """How the plant meets an OpenADR 2.0b VTN (``vpp ven`` and ``vpp vtn``; :mod:`vpp.protocols.openadr`)."""
+
+    vens: Literal["platform", "operator"] = Field(
+        "platform", description="platform: the whole plant is one VEN; operator: one VEN per operator, named after "
+        "it, in the one process (the VTN splits each event among the operators it concerns by their rated capacity "
+        "on its target buses)",
+    )
+
+
 class Scenario(StrictModel):
     """A complete, validated, immutable scenario.
 
@@ -808,6 +819,7 @@ class Scenario(StrictModel):
     platform: PlatformConfig = Field(
         PlatformConfig(), description="how the VPP platform accepts and tracks calls")
     output: OutputConfig = Field(OutputConfig(), description="what a run writes besides the per-tick totals")
+    openadr: OpenADRConfig = Field(OpenADRConfig(), description="OpenADR: one VEN for the platform or one per operator")
     measurement: MeasurementConfig = Field(MeasurementConfig(), description="how delivery is measured")
     grid_operator: GridOperatorConfig = Field(
         GridOperatorConfig(), description="the grid operator's own congestion calls")

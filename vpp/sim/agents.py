@@ -239,8 +239,9 @@ class PlatformAgent:
     **Tracking** (``policy.tracking``): at each tick start, for every active
     call, the platform takes the newest tick whose telemetry has arrived from
     every operator (latency delays it, loss drops it), measures the change it
-    achieved on the call's buses against a reference it can see, never the
-    twin: ``offers``, the default power its operators offered for that tick,
+    achieved on the call's buses (by its target operators' telemetry only,
+    when it names operators; telemetry is per operator, so fleet targets are
+    not narrowed further) against a reference it can see, never the twin: ``offers``, the default power its operators offered for that tick,
     or ``pre_event``, the metered power over the 15 minutes before the call.
     The error against the accepted request then feeds an integral correction
     (``tracking_gain`` per telemetry tick) of what it asks from operators,
@@ -446,9 +447,10 @@ class PlatformAgent:
             if d_req_kw != 0.0:
                 mask = self._mask(call)
                 tel = self._metered[tau]
-                metered_kw = sum(float(tel[op].p_bus_kw[mask].sum()) for op in self.operators)
+                ops = call.operators or self.operators
+                metered_kw = sum(float(tel[op].p_bus_kw[mask].sum()) for op in ops)
                 if self.policy.tracking_reference == "offers":
-                    ref_kw = sum(float(tel[op].p_default_bus_kw[mask].sum()) for op in self.operators)
+                    ref_kw = sum(float(tel[op].p_default_bus_kw[mask].sum()) for op in ops)
                 else:
                     ref_kw = self._pre_event_kw(call, mask)
                 if ref_kw is not None:
@@ -479,7 +481,8 @@ class PlatformAgent:
                  and len(tel) == len(self.operators)]
         if not ticks:
             return None
-        ref = float(np.mean([sum(float(self._metered[tau][op].p_bus_kw[mask].sum()) for op in self.operators)
+        ops = call.operators or self.operators
+        ref = float(np.mean([sum(float(self._metered[tau][op].p_bus_kw[mask].sum()) for op in ops)
                              for tau in ticks]))
         self._pre_ref[call.call_id] = ref
         return ref
