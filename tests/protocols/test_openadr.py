@@ -387,3 +387,36 @@ def test_two_processes_match_the_in_memory_run(tmp_path):
     assert {c["id"]: c["delivered_kwh"] for c in summary["calls"]} == pytest.approx(_delivered(ref), rel=1e-9)
     protocol = json.loads((tmp_path / "vtn" / "protocol.json").read_text())
     assert protocol["opt_latency"][0]["opt"] == "optIn"
+
+
+def test_vpp_loadgen_vens_register_opt_in_and_report_to_vpp_vtn():
+    """Interop of our two ends with standard VEN behaviour: lean VENs (vpp loadgen) that report only what a VTN
+    requests. The VTN requests every VEN's telemetry report, and keeps exactly what the VENs say was acknowledged."""
+    from vpp.protocols import loadgen
+
+    sc = load_scenario(ROOT / "tests" / "protocols" / "adr-small.yaml")
+    n_vens = 40
+
+    async def go():
+        vtn = VTN(sc, port=0, speed=SPEED, poll_s=0.2)
+        await vtn.start()
+        serving = asyncio.create_task(vtn.run(wait_s=20, grace_s=3.0))  # issues the day's events (~3 s)
+        try:
+            res = await loadgen.run(loadgen.LoadgenConfig(vtn.url, n_vens, duration_s=5.0, poll_s=0.2, report_s=0.2,
+                                                          seed=3))
+            await serving
+        finally:
+            await vtn.stop()
+        return res, vtn
+
+    res, vtn = asyncio.run(go())
+    assert res["errors"]["total"] == 0, res["errors"]
+    assert res["registration"]["registered"] == n_vens == len(vtn.vens)
+    rep = res["reports"]
+    assert rep["vens_with_report_requested"] == n_vens
+    assert rep["acked"] > 0, (res["event_opt_in"], rep)
+    # Every value the VENs had acknowledged is in the VTN's record, once per VEN and instant.
+    assert len(vtn.reports) == rep["acked"] - vtn.n_duplicate_reports
+    assert sum(r["p_kw"] for r in vtn.reports) == pytest.approx(rep["acked_sum_kw"], rel=1e-9)
+    opts = vtn.timeline.find("opt")
+    assert opts and all(o["opt"] == "optIn" for o in opts)

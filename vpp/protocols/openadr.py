@@ -41,30 +41,13 @@ The event on the wire (what :func:`call_to_event` writes and :func:`event_to_cal
     the VEN opts out (when a response is required) and the run goes on.
 
 Reports
-    The VEN registers a ``TELEMETRY_USAGE`` report (real power, kW) and sends
-    ``oadrUpdateReport`` messages with the metered power of every completed tick
-    (interval start = the tick's calendar instant), in batches; a batch the
-    VTN did not acknowledge is sent again. The VTN takes the registered report
-    as standing: it sends no ``oadrCreateReport`` (a simplification).
-
-One VEN per operator (scenario ``openadr: {vens: operator}``)
-    ``vpp ven`` runs one VEN client per operator (``ven_name`` = the operator's
-    name) around the one plant and twin (one engine, one clock). Each
-    registers, polls, opts and reports on its own: its reports carry its
-    operator's metered power per tick. An event reaching operator X's VEN is
-    injected as a call restricted to X (``operators=(X,)``) with the id
-    ``<event id>@X``; its opt answer is the platform's decision for that call;
-    an event naming another operator's group or fleet is rejected (opt-out).
-    ``vpp vtn`` sends each event version to the operator VENs it concerns (its
-    operator targets, or every operator), with the same event id, the
-    operator's group as target and the event's power split among them **in
-    proportion to each operator's rated capacity on the event's targets**:
-    the sum of its targeted devices' rated power (:data:`RATED_KW`, a device's
-    largest grid draw) on the target buses, from the scenario's plant (what a
-    utility knows as enrolled capacity). Operators with no capacity there get
-    nothing. A price-only event goes unsplit to each; a ``setpoint_kw`` event
-    (an absolute cap on its buses, which the platform cannot restrict to one
-    operator) is refused at the VTN's start.
+    A VEN registers a ``TELEMETRY_USAGE`` report (real power, kW); the VTN
+    requests every telemetry point a VEN offers at the VEN's fastest sampling
+    rate (the request rides in its ``oadrRegisteredReport``), the VEN confirms
+    with ``oadrCreatedReport`` and sends ``oadrUpdateReport`` messages under
+    the request's id with the metered power of every completed tick (interval
+    start = the tick's calendar instant), in batches; a batch the VTN did not
+    acknowledge is sent again, and the VTN keeps each tick once.
 
 Faults
     A VTN that cannot be reached when a VEN starts: the VEN retries for
@@ -77,6 +60,7 @@ Faults
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 import json
 import logging
 import math
@@ -530,6 +514,7 @@ class VTN:
         self.dirty: set[str] = set()  # VENs whose events changed since their last poll
         self.reports: list[dict] = []  # {"ven_id", "t_s", "p_kw"} per tick reported
         self._reported: set[tuple[str, float]] = set()  # (ven_id, t_s) already kept
+        self._created: dict[tuple, datetime] = {}  # (ven_id, event id, modification) -> when queued for the VEN
         self.n_duplicate_reports = 0  # intervals received again (a resend after a lost acknowledgement)
         self.registered = asyncio.Event()
         self.server.app.middlewares.append(self._guard)
@@ -565,13 +550,40 @@ class VTN:
         self.registered.set()
         return ven_id, info["registration_id"]
 
-    def _on_register_report(self, report: dict):
-        ven = next((v for v in self.vens.values() if report.get("report_specifier_id", "").endswith(v["ven_id"])), None)
-        self.timeline.add("report_registered", ven_id=None if ven is None else ven["ven_id"],
-                          report_specifier_id=report.get("report_specifier_id"))
-        return None  # standing report: no oadrCreateReport (see the module docstring)
+    def _on_register_report(self, ven_id, resource_id, measurement, unit, scale, min_sampling_interval,
+                            max_sampling_interval):
+        """A VEN offers a telemetry point (oadrRegisterReport): request it at the VEN's fastest sampling rate.
+
+        openleadr sends the request back in the oadrRegisteredReport; the VEN
+        answers oadrCreatedReport and sends its oadrUpdateReports under the
+        request's id, whose values reach :meth:`_on_report_values`.
+        """
+        self.timeline.add("report_registered", ven_id=ven_id, resource_id=resource_id, measurement=measurement)
+        if ven_id not in self.vens:
+            return None
+        interval = min_sampling_interval or max_sampling_interval
+        if not isinstance(interval, timedelta):
+            interval = timedelta(seconds=float(self.scenario.time.dt_s))
+        return partial(self._on_report_values, str(ven_id)), interval
+
+    def _on_report_values(self, ven_id: str, values) -> None:
+        """The ``(dtstart, value)`` pairs of one requested report of ``ven_id`` [kW], each tick kept once."""
+        rows = 0
+        for dt, value in values:
+            if ven_id not in self.vens or not isinstance(dt, datetime) or not isinstance(value, (int, float)):
+                log.warning("VTN: report interval rejected (unknown VEN %r or malformed)", ven_id)
+                continue
+            key = (ven_id, round(self.clock.to_t_s(dt), 6))
+            if key in self._reported:  # a report sent again after a lost acknowledgement: kept once
+                self.n_duplicate_reports += 1
+                continue
+            self._reported.add(key)
+            self.reports.append({"ven_id": ven_id, "t_s": self.clock.to_t_s(dt), "p_kw": float(value)})
+            rows += 1
+        self.timeline.add("report", ven_id=ven_id, n_ticks=rows)
 
     def _on_update_report(self, report: dict):
+        """A report no request asked for (openleadr calls this only while no VEN has a requested report)."""
         rows = 0
         for iv in report.get("intervals") or []:
             p = iv.get("report_payload") or {}
@@ -613,6 +625,11 @@ class VTN:
         for version in self.queues.get(ven_id, {}).values():
             event = call_to_event(version, self.clock, self.bus_labels, ven_id)
             event.event_descriptor.event_status = self._status(version)
+            # Created when this version was queued for the VEN (not at the poll that carries it), so a VEN can
+            # measure its latency from the event's creation, the poll interval included.
+            created = self._created.get((ven_id, version.call_id, version.modification))
+            if created is not None:
+                event.event_descriptor.created_date_time = created
             out.append(event)
         return out
 
@@ -642,6 +659,7 @@ class VTN:
         return "oadrResponse", {}
 
     def _send(self, ven_id: str, version: DRCall) -> None:
+        self._created.setdefault((ven_id, version.call_id, version.modification), datetime.now(timezone.utc))
         self.queues.setdefault(ven_id, {})[version.call_id] = version
         self.dirty.add(ven_id)
         self.timeline.add("sent", ven_id=ven_id, event_id=version.call_id, modification=version.modification,
@@ -868,6 +886,7 @@ class VEN:
         self.unsent: list[tuple[float, float]] = []  # (t_s, p_kw) of ticks not yet acknowledged by the VTN
         self.n_reported = 0
         self._report_lock = asyncio.Lock()
+        self.report_request_id = None  # the VTN's request for our telemetry report, once it has asked
         self._online = True
         self._stop = False
 
@@ -900,6 +919,20 @@ class VEN:
                                 report_request_id=0)
         got = await self._request("EiReport", msg)
         self.timeline.add("report_registered", ok=got is not None)
+        # The VTN's request for the report (in its oadrRegisteredReport): confirm it with oadrCreatedReport
+        # and send the report under its id from now on.
+        kind, payload = got if got is not None else (None, {})
+        for rr in (payload or {}).get("report_requests") or []:
+            if (rr.get("report_specifier") or {}).get("report_specifier_id") != spec:
+                continue
+            self.report_request_id = rr.get("report_request_id")
+            request_id = payload.get("request_id") or (payload.get("response") or {}).get("request_id")
+            created = c._create_message(
+                "oadrCreatedReport", ven_id=c.ven_id,
+                response={"response_code": 200, "response_description": "OK", "request_id": request_id},
+                pending_reports=[{"report_request_id": self.report_request_id}])
+            await self._request("EiReport", created)
+            self.timeline.add("report_requested", report_request_id=self.report_request_id)
 
     async def _request(self, service: str, message):
         """POST a message; ``(type, payload)`` or None when the VTN did not answer (logged)."""
@@ -1045,7 +1078,7 @@ class VEN:
         c = self.client
         batch = list(self.unsent)
         report = objects.Report(
-            report_request_id="vpp_telemetry", report_specifier_id=f"vpp_telemetry_{c.ven_id}",
+            report_request_id=self.report_request_id or "vpp_telemetry", report_specifier_id=f"vpp_telemetry_{c.ven_id}",
             report_name=REPORT_NAME, created_date_time=datetime.now(timezone.utc),
             dtstart=self.clock.to_datetime(batch[0][0]),
             intervals=[objects.ReportInterval(dtstart=self.clock.to_datetime(t_s),
