@@ -198,3 +198,28 @@ def test_an_unknown_vens_value_exits_2_naming_the_field_and_the_valid_values(tmp
     assert r.exit_code == 2
     assert "openadr.vens" in r.output and "'platform'" in r.output and "'operator'" in r.output
     assert not out.exists()
+
+
+def test_per_operator_mode_refuses_a_setpoint_event_and_a_ven_name_before_any_work(tmp_path):
+    """A setpoint (an absolute cap on buses) cannot be split among operators: vpp vtn exits 2 at its start; and
+    with one VEN per operator, --ven-name (each VEN takes its operator's name) exits 2; nothing written."""
+    from typer.testing import CliRunner
+
+    from vpp.cli import app
+
+    cap = tmp_path / "cap.yaml"
+    cap.write_text(OPS.read_text().replace(
+        "    signals:\n      - type: delta_kw\n        intervals: [{duration: PT30M, value: 200}, {duration: PT30M, value: 300}]",
+        "    signals:\n      - type: setpoint_kw\n        intervals: [{duration: PT1H, value: 500}]"))
+    assert "setpoint_kw" in cap.read_text()
+    out = tmp_path / "vtn"
+    r = CliRunner().invoke(app, ["vtn", str(cap), "--port", "0", "--out", str(out), "--wait-s", "1"])
+    assert r.exit_code == 2, r.output
+    assert "setpoint_kw" in r.output and "openadr.vens: platform" in r.output
+    assert not out.exists()
+    out = tmp_path / "ven"
+    r = CliRunner().invoke(app, ["ven", str(OPS), "--vtn", "http://127.0.0.1:9/x", "--ven-name", "mine",
+                                 "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert "--ven-name mine" in r.output
+    assert not out.exists()
