@@ -269,6 +269,9 @@ def latency(kind: str, n: int, strategies, repeats: int, grid) -> dict:
             t_split.append(t3 - t2)
             t_agg_split.append(t3 - t1)
         out["strategies"][name] = {
+            # optimal: the warm-up made the plan; the repeats at the same tick apply it (planning cost:
+            # benchmarks/bench_optimal.py)
+            "plan_reused": name == "optimal",
             "median_ms": 1e3 * statistics.median(tot),
             "p99_ms": 1e3 * float(np.percentile(tot, 99)),
             # What the 10 ms target names: per-bus aggregation + split, per repeat (the envelope is

@@ -474,9 +474,18 @@ class NoCallModel:
         self.members = members  # per fleet, the targeted devices
         self.t_s = float(t_s)  # start of the next tick to step
         self.envs = None
+        self._last: tuple[float, float] | None = None  # (t_s, no-call power) of the tick last stepped
+        self.repeat = False  # this tick was already stepped (the same tick dispatched again, e.g. a benchmark)
 
     def begin(self, t_s: float, dt_s: float) -> float:
-        """Bring the model to the tick ``[t_s, t_s + dt_s)``; return the targeted devices' no-call power [kW]."""
+        """Bring the model to the tick ``[t_s, t_s + dt_s)``; return the targeted devices' no-call power [kW].
+
+        The tick last stepped may be asked for again (the same tick dispatched twice): its envelopes are
+        kept and :meth:`end` then steps nothing.
+        """
+        self.repeat = self._last is not None and abs(t_s - self._last[0]) <= 1e-6 * dt_s
+        if self.repeat:
+            return self._last[1]
         while self.t_s < t_s - 1e-6 * dt_s:  # ticks nobody planned (should not happen: begin runs every tick)
             for f, s, w in zip(self.fleets, self.states, self.work):
                 f.advance(s, self.t_s, dt_s)
@@ -489,6 +498,7 @@ class NoCallModel:
             env = f.flexibility(s, t_s, dt_s, w)
             self.envs.append(env)
             p_kw += float(env.p_default_kw[m].sum())
+        self._last = (t_s, p_kw)
         return p_kw
 
     def horizon(self, t_s: float, dt_s: float, n_t: int, bucket_s: float) -> np.ndarray:
@@ -500,7 +510,9 @@ class NoCallModel:
         return total
 
     def end(self, t_s: float, dt_s: float) -> None:
-        """Step the model over the tick at default power."""
+        """Step the model over the tick at default power (once per tick)."""
+        if self.repeat:
+            return
         for f, s, env in zip(self.fleets, self.states, self.envs):
             f.step(s, env.p_default_kw, t_s, dt_s, env)
         self.t_s = t_s + dt_s
@@ -612,7 +624,7 @@ class OptimalPlanner:
         else:
             self.n_reused += 1
             d_kw = self._apply(portfolio, p_kw, env, plan, k, down_kw, up_kw)
-        if model is not None:
+        if model is not None and not model.repeat:
             # Energy moved in the call's direction this tick, against the no-call model [kWh].
             sign = call.direction.sign
             self.moved_kwh[call.call_id] = self.moved_kwh.get(call.call_id, 0.0) + sign * (
