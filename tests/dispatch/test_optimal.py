@@ -359,3 +359,21 @@ def test_setpoints_inside_the_envelope_and_constraints_kept(seed, p_kw, up, star
     assert s_t.n_reserve_breaches == 0
     assert s_b.comfort_violation_kh == pytest.approx(0.0, abs=1e-9)
     assert pf.optimal.n_fallbacks == 0
+
+
+def test_the_same_tick_dispatched_twice_steps_the_no_call_model_once():
+    """vpp bench repeats one tick: the operator's no-call model must not run ahead, nor count moved energy twice."""
+    fleets = [_ev(SESSIONS), _towers(3)]
+    pf = Portfolio(fleets, 2, get_allocator("optimal"))
+    states = pf.initial_states()
+    call = DRCall("c", Direction.REDUCE, 10.0, 0.0, 3600.0, 0.0)
+    pf.advance(states, 0.0, 900.0)
+    env = pf.flexibility(states, 0.0, 900.0)
+    first, _ = pf.setpoints(env, [(call, -10.0)])
+    first = first.copy()
+    model = pf.optimal.no_call["c"]
+    t_after, moved = model.t_s, pf.optimal.moved_kwh["c"]
+    again, _ = pf.setpoints(env, [(call, -10.0)])
+    assert model.t_s == t_after == 900.0 and pf.optimal.moved_kwh["c"] == moved
+    assert again == pytest.approx(first)
+    assert moved == pytest.approx(10.0 * 0.25, rel=1e-9)  # 10 kW for a quarter hour against the model
