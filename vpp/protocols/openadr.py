@@ -566,43 +566,34 @@ class VTN:
             interval = timedelta(seconds=float(self.scenario.time.dt_s))
         return partial(self._on_report_values, str(ven_id)), interval
 
+    def _keep(self, ven_id: str, dt, value) -> bool:
+        """Keep one reported interval of ``ven_id`` [kW], once per instant; False when rejected or already kept."""
+        if ven_id not in self.vens or not isinstance(dt, datetime) or not isinstance(value, (int, float)):
+            log.warning("VTN: report interval rejected (unknown VEN %r or malformed)", ven_id)
+            return False
+        key = (ven_id, round(self.clock.to_t_s(dt), 6))
+        if key in self._reported:  # a report sent again after a lost acknowledgement: kept once
+            self.n_duplicate_reports += 1
+            return False
+        self._reported.add(key)
+        self.reports.append({"ven_id": ven_id, "t_s": self.clock.to_t_s(dt), "p_kw": float(value)})
+        return True
+
     def _on_report_values(self, ven_id: str, values) -> None:
-        """The ``(dtstart, value)`` pairs of one requested report of ``ven_id`` [kW], each tick kept once."""
-        rows = 0
-        for dt, value in values:
-            if ven_id not in self.vens or not isinstance(dt, datetime) or not isinstance(value, (int, float)):
-                log.warning("VTN: report interval rejected (unknown VEN %r or malformed)", ven_id)
-                continue
-            key = (ven_id, round(self.clock.to_t_s(dt), 6))
-            if key in self._reported:  # a report sent again after a lost acknowledgement: kept once
-                self.n_duplicate_reports += 1
-                continue
-            self._reported.add(key)
-            self.reports.append({"ven_id": ven_id, "t_s": self.clock.to_t_s(dt), "p_kw": float(value)})
-            rows += 1
+        """The ``(dtstart, value)`` pairs of one requested report of ``ven_id`` [kW]."""
+        rows = sum(self._keep(ven_id, dt, value) for dt, value in values)
         self.timeline.add("report", ven_id=ven_id, n_ticks=rows)
 
     def _on_update_report(self, report: dict):
-        """A report no request asked for (openleadr calls this only while no VEN has a requested report)."""
+        """A report no request asked for (openleadr calls this only while no VEN has a requested report);
+        each interval's ``rID`` names the VEN, as ours do."""
+        intervals = report.get("intervals") or []
         rows = 0
-        for iv in report.get("intervals") or []:
+        for iv in intervals:
             p = iv.get("report_payload") or {}
-            ven_id = str(p.get("r_id"))
-            dt = iv.get("dtstart")
-            value = p.get("value")
-            if ven_id not in self.vens or not isinstance(dt, datetime) or not isinstance(value, (int, float)):
-                log.warning("VTN: report interval rejected (unknown VEN %r or malformed)", ven_id)
-                continue
-            key = (ven_id, round(self.clock.to_t_s(dt), 6))
-            if key in self._reported:  # a report sent again after a lost acknowledgement: kept once
-                self.n_duplicate_reports += 1
-                continue
-            self._reported.add(key)
-            self.reports.append({"ven_id": ven_id, "t_s": self.clock.to_t_s(dt), "p_kw": float(value)})
-            rows += 1
+            rows += self._keep(str(p.get("r_id")), iv.get("dtstart"), p.get("value"))
         self.timeline.add("report", report_request_id=report.get("report_request_id"),
-                          ven_id=(report.get("intervals") or [{}])[0].get("report_payload", {}).get("r_id"),
-                          n_ticks=rows)
+                          ven_id=(intervals or [{}])[0].get("report_payload", {}).get("r_id"), n_ticks=rows)
 
     def _on_cancel_registration(self, payload):
         ven_id = payload.get("ven_id") if isinstance(payload, dict) else payload
