@@ -290,8 +290,9 @@ def lp_arrays(g: FlexGroups, cost_cny_per_kwh: np.ndarray, down0_kw: np.ndarray,
         raise ValueError(f"request_kw has shape {request_kw.shape}, expected ({n_t},)")
     dt_h = dt_s / 3600.0
     cost = np.asarray(cost_cny_per_kwh, dtype=float)
-    big = penalty_cny_per_kwh if penalty_cny_per_kwh is not None else 1e3 * (1.0 + float(np.max(np.abs(cost),
-                                                                                              initial=0.0)))
+    cost_max = float(np.max(np.abs(cost), initial=0.0))
+    big = penalty_cny_per_kwh if penalty_cny_per_kwh is not None else 1e3 * (1.0 + cost_max)
+    rho = rebound_penalty_cny_per_kwh if rebound_penalty_cny_per_kwh is not None else 10.0 * (1.0 + cost_max)
     e_min, e_max = _reachable_bounds(g, down0_kw, up0_kw, dt_h)
     gh = n_g * n_t
     cu = np.zeros(n_t) if catch_up_kw is None else np.asarray(catch_up_kw, dtype=float)
@@ -369,15 +370,11 @@ def lp_arrays(g: FlexGroups, cost_cny_per_kwh: np.ndarray, down0_kw: np.ndarray,
     # Earlier ticks weigh a little more, so an unavoidable shortfall falls late (re-planned before it comes).
     m_k = big * dt_h * (1.0 + 1e-3 * (n_t - 1 - kk) / max(n_t - 1, 1))
     if recovery_from is not None and recovery_from < n_t:
-        rho = rebound_penalty_cny_per_kwh if rebound_penalty_cny_per_kwh is not None else 10.0 * (
-            1.0 + float(np.max(np.abs(cost), initial=0.0)))
         rec = kk >= recovery_from
         n_rec = int(rec.sum())
         # Earlier recovery ticks weigh a little more: a rebound the deadlines force comes as late as it can.
         m_k[rec] = rho * dt_h * (1.0 + 1e-2 * (n_rec - 1 - (kk[rec] - recovery_from)) / max(n_rec - 1, 1))
     if a_ub is not None:
-        rho = rebound_penalty_cny_per_kwh if rebound_penalty_cny_per_kwh is not None else 10.0 * (
-            1.0 + float(np.max(np.abs(cost), initial=0.0)))
         m_k[return_from:] = 0.0  # no request while the energy returns
         obj[Z] = 0.5 * rho * (n_t - return_from) * dt_h  # a peak z held over the phase costs rho / 2 per kWh
         obj[S] = 2.0 * rho
