@@ -300,13 +300,17 @@ class PlatformAgent:
             mask = self._masks[call.call_id] = call.bus_mask(self.n_bus)
         return mask
 
+    def _offer_for(self, call: DRCall, op: str):
+        """``op``'s newest offer if ``call`` can draw on it (offered, not declined, targeted), else None."""
+        if op not in self.offers or op in self.declined.get(call.call_id, ()) or not self._targets_operator(call, op):
+            return None
+        return self.offers[op]
+
     def _room_kw(self, call: DRCall) -> np.ndarray:
         mask = self._mask(call)
         sign = call.direction.sign
-        declined = self.declined.get(call.call_id, ())
-        return np.array([self.offers[op].flex.room_kw(sign, mask)
-                         if op in self.offers and op not in declined and self._targets_operator(call, op)
-                         else 0.0 for op in self.operators])
+        offers = [self._offer_for(call, op) for op in self.operators]
+        return np.array([0.0 if o is None else o.flex.room_kw(sign, mask) for o in offers])
 
     def _targets_operator(self, call: DRCall, op: str) -> bool:
         """Whether ``call``'s operator and fleet targets leave ``op`` any device (the platform's resource
@@ -374,9 +378,8 @@ class PlatformAgent:
         """What the targets of a ``setpoint_kw`` call would draw this tick without it: the operators' offered
         default power on its buses (sent at the tick start; never the twin) [kW]."""
         mask = self._mask(call)
-        declined = self.declined.get(call.call_id, ())
-        return sum(float(self.offers[op].flex.p_default_kw[mask].sum()) for op in self.operators
-                   if op in self.offers and op not in declined and self._targets_operator(call, op))
+        offers = [self._offer_for(call, op) for op in self.operators]
+        return sum(float(o.flex.p_default_kw[mask].sum()) for o in offers if o is not None)
 
     def _instruct(self, t_s: float, call: DRCall, rooms_kw: np.ndarray | None = None) -> None:
         share = self.accepted.get(call.call_id)
