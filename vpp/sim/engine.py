@@ -287,18 +287,19 @@ class Engine:
                                                  float(room[0].sum()), float(room[1].sum()))
             # Each call's profile (intervals, ramp-up, the version in force: vpp.dr.DRCall) averaged over the tick.
             frac = np.array([c.active_s(t_s, t_end) / dt_s for c in self.calls])
+            p_twin_by_bus = None if p_twin_bus is None else p_twin_bus.sum(axis=0)  # the twin's power per bus
             # A setpoint call's request is the change from the twin's power on its buses to the setpoint (the
             # twin: what the targets would have drawn without any call).
             requested = np.array([
-                c.requested_kw(t_s, t_end, float(p_twin_bus.sum(axis=0)[c.bus_mask(self.n_bus)].sum()))
-                if c.has_setpoint and p_twin_bus is not None else c.requested_kw(t_s, t_end)
+                c.requested_kw(t_s, t_end, float(p_twin_by_bus[c.bus_mask(self.n_bus)].sum()))
+                if c.has_setpoint and p_twin_by_bus is not None else c.requested_kw(t_s, t_end)
                 for c in self.calls]) if n_call else np.zeros(0)
             down_kw = sum(float(op.flex.down_kw.sum()) for op in self.operators)
             up_kw = sum(float(op.flex.up_kw.sum()) for op in self.operators)
             grid = grid_twin = None
             if self.grid_step is not None:
                 p_bus = p_fleet_bus.sum(axis=0)
-                grid, grid_twin = self.grid_step(t_s, p_bus, None if p_twin_bus is None else p_twin_bus.sum(axis=0))
+                grid, grid_twin = self.grid_step(t_s, p_bus, p_twin_by_bus)
                 if grid is not None:
                     for call in self.grid_operator.observe(t_end, grid, p_bus):
                         self._register(call)
