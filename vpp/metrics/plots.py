@@ -93,6 +93,31 @@ def _include(ax, *values) -> None:
     ax.set_ylim(lo - pad, hi + pad)
 
 
+def _voltage_panel(ax, t_h, ts, vlo: float, vhi: float) -> None:
+    """Lowest and highest bus voltage [pu], with the calls and (dashed) without them, against the band."""
+    for q, color, name in (("vm_min", "tab:purple", "lowest"), ("vm_max", "tab:orange", "highest")):
+        ax.plot(t_h, ts[f"{q}_pu"], color=color, lw=1.3, label=f"{name} bus voltage")
+        if f"{q}_twin_pu" in ts:
+            ax.plot(t_h, ts[f"{q}_twin_pu"], "--", color=color, lw=1.0, label=f"{name}, without calls")
+    ax.axhline(vlo, **_LIMIT, label=f"voltage band {vlo:g}-{vhi:g} pu")
+    ax.axhline(vhi, **_LIMIT)
+    _include(ax, vlo, vhi)
+    ax.set_ylabel("voltage [pu]")
+
+
+def _loading_panel(ax, t_h, ts, limit: float) -> None:
+    """The most loaded transformer and line [%], with the calls and (dashed) without them, against the limit."""
+    for q, color, name in (("trafo", "tab:brown", "transformer"), ("line", "tab:cyan", "line")):
+        if f"{q}_loading_max_percent" in ts:
+            ax.plot(t_h, ts[f"{q}_loading_max_percent"], color=color, lw=1.3, label=f"most loaded {name}")
+        if f"{q}_loading_max_twin_percent" in ts:
+            ax.plot(t_h, ts[f"{q}_loading_max_twin_percent"], "--", color=color, lw=1.0,
+                    label=f"most loaded {name}, without calls")
+    ax.axhline(limit, **_LIMIT, label=f"loading limit {limit:g} %")
+    _include(ax, 0.0, limit)
+    ax.set_ylabel("loading [%]")
+
+
 def plot_dispatch(results: Results, path: str | Path) -> Path:
     """Stacked panels over time, written as PNG to ``path``.
 
@@ -123,22 +148,8 @@ def plot_dispatch(results: Results, path: str | Path) -> Path:
     ax.plot(t_h, ts["flex_down_kw"] / 1e3, ":", color="tab:blue", label="flexibility down")
     ax.set_ylabel("DR [MW]")
     if grid:
-        ax = axes[2]
-        for q, color, name in (("vm_min", "tab:purple", "lowest"), ("vm_max", "tab:orange", "highest")):
-            ax.plot(t_h, ts[f"{q}_pu"], color=color, lw=1.3, label=f"{name} bus voltage")
-            ax.plot(t_h, ts[f"{q}_twin_pu"], "--", color=color, lw=1.0, label=f"{name}, without calls")
-        ax.axhline(vlo, **_LIMIT, label=f"voltage band {vlo:g}-{vhi:g} pu")
-        ax.axhline(vhi, **_LIMIT)
-        _include(ax, vlo, vhi)
-        ax.set_ylabel("voltage [pu]")
-        ax = axes[3]
-        for q, color, name in (("trafo", "tab:brown", "transformer"), ("line", "tab:cyan", "line")):
-            ax.plot(t_h, ts[f"{q}_loading_max_percent"], color=color, lw=1.3, label=f"most loaded {name}")
-            ax.plot(t_h, ts[f"{q}_loading_max_twin_percent"], "--", color=color, lw=1.0,
-                    label=f"most loaded {name}, without calls")
-        ax.axhline(limit, **_LIMIT, label=f"loading limit {limit:g} %")
-        _include(ax, 0.0, limit)
-        ax.set_ylabel("loading [%]")
+        _voltage_panel(axes[2], t_h, ts, vlo, vhi)
+        _loading_panel(axes[3], t_h, ts, limit)
     _shade_run_calls(axes, results, ts)
     _finish_time_axes(axes, ncol=3, ncol_first=5)
     path = Path(path)
@@ -528,26 +539,9 @@ def figure_grid(results: Results):
     t_h = _t_h(ts)
     (vlo, vhi), limit = _limits(results)
     fig, axes = plt.subplots(2, 1, figsize=(10, 6.2), sharex=True, constrained_layout=True)
-    ax = axes[0]
-    for q, color, name in (("vm_min", "tab:purple", "lowest"), ("vm_max", "tab:orange", "highest")):
-        ax.plot(t_h, ts[f"{q}_pu"], color=color, lw=1.3, label=f"{name} bus voltage")
-        if f"{q}_twin_pu" in ts:
-            ax.plot(t_h, ts[f"{q}_twin_pu"], "--", color=color, lw=1.0, label=f"{name}, without calls")
-    for v in (vlo, vhi):
-        ax.axhline(v, **_LIMIT, label=f"voltage band {vlo:g}-{vhi:g} pu" if v == vlo else None)
-    _include(ax, vlo, vhi)
-    ax.set_ylabel("voltage [pu]")
-    ax.set_title(f"{results.scenario_name}: voltage and loading against their limits", pad=14)
-    ax = axes[1]
-    for q, color, name in (("trafo", "tab:brown", "transformer"), ("line", "tab:cyan", "line")):
-        if f"{q}_loading_max_percent" in ts:
-            ax.plot(t_h, ts[f"{q}_loading_max_percent"], color=color, lw=1.3, label=f"most loaded {name}")
-        if f"{q}_loading_max_twin_percent" in ts:
-            ax.plot(t_h, ts[f"{q}_loading_max_twin_percent"], "--", color=color, lw=1.0,
-                    label=f"most loaded {name}, without calls")
-    ax.axhline(limit, **_LIMIT, label=f"loading limit {limit:g} %")
-    _include(ax, 0.0, limit)
-    ax.set_ylabel("loading [%]")
+    _voltage_panel(axes[0], t_h, ts, vlo, vhi)
+    axes[0].set_title(f"{results.scenario_name}: voltage and loading against their limits", pad=14)
+    _loading_panel(axes[1], t_h, ts, limit)
     _shade_run_calls(axes, results, ts)
     _finish_time_axes(axes, ncol=3)
     return fig
