@@ -17,6 +17,7 @@ from vpp.dispatch import Portfolio, get_allocator
 from vpp.dr import Direction, DRCall, versions
 from vpp.fleets import BaseStationFleet
 from vpp.sim import Engine
+from towers import full_towers  # tests/helpers
 
 S_PER_H = 3600.0
 
@@ -206,18 +207,10 @@ def test_price_only_event_requests_no_power():
 # --- through the engine: what operators apply follows the same profile ---------------------------------------
 
 
-def _towers(n: int = 40, n_bus: int = 2) -> dict[str, Portfolio]:
-    """Base stations with full batteries: about 100 kW of room to reduce, more than any call here asks."""
-    fleet = BaseStationFleet(
-        "t", np.arange(n) % n_bus, "towerco", 1.0, p_idle_kw=2.3, p_busy_kw=3.9, p_design_kw=3.9, cap_kwh=25.0,
-        p_batt_max_kw=5.0, eta=0.95, backup_h=3.0, soc_min=0.1, soc_max=1.0, soc_init=1.0,
-        traffic_profile="bs_traffic_urban", traffic_scale=np.ones(n), clock_start_h=18.0,
-    )
-    return {"towerco": Portfolio([fleet], n_bus, get_allocator("pro_rata"))}
 
 
 def _run(call: DRCall, latency_s: float = 0.0, dt_s: float = 300.0, n_ticks: int = 8):
-    engine = Engine(_towers(), [call], 2, dt_s, n_ticks, latency_s=latency_s, rng=np.random.default_rng(0))
+    engine = Engine(full_towers(), [call], 2, dt_s, n_ticks, latency_s=latency_s, rng=np.random.default_rng(0))
     out = []
     engine.run(out.append)
     return out

@@ -19,13 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vpp.dispatch import Portfolio, get_allocator
 from vpp.dr import Direction, DRCall
-from vpp.fleets import BaseStationFleet
 from vpp.metrics.columns import GRID, PLANT, split
 from vpp.run import run_scenario
 from vpp.scenario import parse_scenario
 from vpp.sim import Engine
+from towers import full_towers  # tests/helpers
 
 S_PER_H = 3600.0  # stated here, not imported: the expectations are computed independently
 
@@ -35,18 +34,10 @@ def _overlap_s(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
 
-def _towers(n: int = 40, n_bus: int = 2) -> dict[str, Portfolio]:
-    """Base stations with full batteries: about 100 kW of room to reduce, far more than any call here."""
-    fleet = BaseStationFleet(
-        "t", np.arange(n) % n_bus, "towerco", 1.0, p_idle_kw=2.3, p_busy_kw=3.9, p_design_kw=3.9, cap_kwh=25.0,
-        p_batt_max_kw=5.0, eta=0.95, backup_h=3.0, soc_min=0.1, soc_max=1.0, soc_init=1.0,
-        traffic_profile="bs_traffic_urban", traffic_scale=np.ones(n), clock_start_h=18.0,
-    )
-    return {"towerco": Portfolio([fleet], n_bus, get_allocator("pro_rata"))}
 
 
 def _engine_run(calls, dt_s: float, n_ticks: int, latency_s: float = 0.0):
-    engine = Engine(_towers(), calls, 2, dt_s, n_ticks, latency_s=latency_s, rng=np.random.default_rng(0))
+    engine = Engine(full_towers(), calls, 2, dt_s, n_ticks, latency_s=latency_s, rng=np.random.default_rng(0))
     out = []
     engine.run(out.append)
     return out
