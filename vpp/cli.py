@@ -723,6 +723,10 @@ def ocpp_cmd(
 # --- OpenADR 2.0b (optional extra vpp[protocols]) --------------------------------------------------------
 
 _TLS_HELP = "PEM {what}; TLS with client certificates and OpenADR XML signatures (required off loopback)"
+# Options vpp vtn and vpp ven share.
+_SpeedOpt = Annotated[float, typer.Option("--speed", help="simulated seconds per wall second")]
+_CertOpt = Annotated[Optional[Path], typer.Option("--cert", help=_TLS_HELP.format(what="certificate"))]
+_KeyOpt = Annotated[Optional[Path], typer.Option("--key", help=_TLS_HELP.format(what="private key"))]
 
 
 def _protocols(what: str) -> None:
@@ -768,14 +772,14 @@ def vtn_cmd(
     host: Annotated[str, typer.Option(
         "--host", help="address to bind (off loopback: --cert, --key, --ca)")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free one)")] = 8080,
-    speed: Annotated[float, typer.Option("--speed", help="simulated seconds per wall second")] = 60.0,
+    speed: _SpeedOpt = 60.0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="directory for protocol.json and reports.csv "
                                                  "(default: results/<name>-vtn)")] = None,
     poll_s: Annotated[float, typer.Option("--poll-s", min=0.05, help="polling interval asked of VENs [wall s]")] = 1.0,
     wait_s: Annotated[float, typer.Option(
         "--wait-s", min=0.0, help="how long to wait for a first VEN [wall s]")] = 300.0,
-    cert: Annotated[Optional[Path], typer.Option("--cert", help=_TLS_HELP.format(what="certificate"))] = None,
-    key: Annotated[Optional[Path], typer.Option("--key", help=_TLS_HELP.format(what="private key"))] = None,
+    cert: _CertOpt = None,
+    key: _KeyOpt = None,
     ca: Annotated[Optional[Path], typer.Option(
         "--ca", help=_TLS_HELP.format(what="CA that VEN certificates chain to"))] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="override the scenario's seed")] = None,
@@ -871,7 +875,7 @@ def ven_cmd(
     scenario: Annotated[Path, typer.Argument(help="scenario file: the plant and twin to run (its dr_calls are not "
                                                   "scheduled; events come from the VTN)")],
     vtn: Annotated[str, typer.Option("--vtn", help="the VTN's URL, e.g. http://127.0.0.1:8080/OpenADR2/Simple/2.0b")],
-    speed: Annotated[float, typer.Option("--speed", help="simulated seconds per wall second")] = 60.0,
+    speed: _SpeedOpt = 60.0,
     ven_name: Annotated[str, typer.Option("--ven-name", help="the name this VEN registers with (openadr.vens: "
                                           "operator: each VEN registers with its operator's name)")] = "vpp",
     out: Annotated[Optional[Path], typer.Option(
@@ -879,8 +883,8 @@ def ven_cmd(
     poll_s: Annotated[float, typer.Option("--poll-s", min=0.05, help="polling interval [wall s]")] = 1.0,
     connect_timeout_s: Annotated[float, typer.Option(
         "--connect-timeout-s", min=0.0, help="how long to retry the first registration before exit 2 [wall s]")] = 30.0,
-    cert: Annotated[Optional[Path], typer.Option("--cert", help=_TLS_HELP.format(what="certificate"))] = None,
-    key: Annotated[Optional[Path], typer.Option("--key", help=_TLS_HELP.format(what="private key"))] = None,
+    cert: _CertOpt = None,
+    key: _KeyOpt = None,
     ca: Annotated[Optional[Path], typer.Option(
         "--ca", help=_TLS_HELP.format(what="CA the VTN's certificate chains to"))] = None,
     vtn_fingerprint: Annotated[Optional[str], typer.Option(
